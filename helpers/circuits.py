@@ -1511,18 +1511,6 @@ def train_induction(n_layers: int = 2, *, random_offset: bool = True, seed: int 
     Used in chapter 3.
     """
     n_layers = _check_int(n_layers, "n_layers", 1)
-    if threads is not None:
-        threads = _check_int(threads, "threads", 1)
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            return train_induction(n_layers, random_offset=random_offset, seed=seed, steps=steps, lr=lr,
-                                   weight_decay=weight_decay, batch_size=batch_size, n_train=n_train,
-                                   log_every=log_every, d_vocab=d_vocab, n_ctx=n_ctx, d_model=d_model,
-                                   n_heads=n_heads, seq_len=seq_len, eval_seq_len=eval_seq_len, n_eval=n_eval,
-                                   progress=progress, threads=None)
-        finally:
-            torch.set_num_threads(before)
     cfg = induction_config(n_layers, d_vocab=d_vocab, n_ctx=n_ctx, d_model=d_model, n_heads=n_heads, seed=seed)
     model = HookedTransformer(cfg)
     if random_offset:
@@ -1547,7 +1535,7 @@ def train_induction(n_layers: int = 2, *, random_offset: bool = True, seed: int 
 
     result = train(model, (data.tokens,), lm_loss, steps=steps, lr=lr, weight_decay=weight_decay,
                    warmup_steps=50, batch_size=batch_size, seed=seed, log_every=log_every, metrics_fn=metrics,
-                   progress=progress, description=f"{n_layers}-layer induction model")
+                   progress=progress, description=f"{n_layers}-layer induction model", threads=threads)
     return model, result
 
 

@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers.store import recipe
-from helpers.training import TrainResult, accuracy, cross_entropy, train
+from helpers.training import TrainResult, accuracy, cross_entropy, last_position_loss, train
 from helpers.transformer import HookedTransformer, TransformerConfig
 
 __all__ = [
@@ -478,18 +478,6 @@ def neuron_activations(model, layout: str | None = None, layer: int = 0, hook: s
     name = f"blocks.{layer}.mlp.hook_{hook}"
     _, cache = model.run_with_cache(tokens, names_filter=name, read_positions=[-1])
     return cache[name][:, 0].double().cpu().numpy().reshape(p, p, -1)
-
-
-def last_position_loss(model, batch) -> torch.Tensor:
-    """Training loss: float64 cross-entropy of the logits at the read (last) position.
-
-    Computes queries, MLP and unembedding only at that position
-    (``read_positions=[-1]``), which halves a training step.
-
-    Used in chapter 4; reused in chapters 5, 7 and 8.
-    """
-    tokens, labels = batch
-    return cross_entropy(model(tokens, read_positions=[-1])[:, 0], labels)
 
 
 # ---------------------------------------------------------------------------
@@ -1043,7 +1031,8 @@ def train_modular(model: HookedTransformer, data: ModularData, *, steps: int, lr
                   weight_decay: float = 1.0, betas: tuple[float, float] = (0.9, 0.98), warmup_steps: int = 10,
                   log_every: int = 100, n_snapshots: int = 6, stop_test_loss: float | None = None,
                   key_freq_rule: str = "logit_map", clock_pizza_metrics: bool = False, seed: int = 0,
-                  progress: bool | None = None, description: str = "modular addition") -> TrainResult:
+                  progress: bool | None = None, description: str = "modular addition",
+                  threads: int | None = 1) -> TrainResult:
     """Full-batch AdamW on the training pairs, logging the progress measures.
 
     Every ``log_every`` steps the history gets ``train_loss``, ``train_acc``,
@@ -1118,7 +1107,7 @@ def train_modular(model: HookedTransformer, data: ModularData, *, steps: int, lr
     result = train(
         model, (tokens[tr], labels[tr]), last_position_loss, steps=steps, lr=lr, weight_decay=weight_decay,
         betas=tuple(betas), warmup_steps=warmup_steps, seed=seed, log_every=log_every, metrics_fn=metrics,
-        stop_when=stop, progress=progress, description=description,
+        stop_when=stop, progress=progress, description=description, threads=threads,
     )
     history = result.history
     logged = history["step"]

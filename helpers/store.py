@@ -144,6 +144,8 @@ class _Recipe:
 
 
 _RECIPES: dict[str, _Recipe] = {}
+# Recipe arguments that change how a run is shown, never what it computes.
+_NO_EFFECT = frozenset({"progress"})
 
 
 def recipe(name: str, description: str = ""):
@@ -159,6 +161,27 @@ def recipe(name: str, description: str = ""):
         return fn
 
     return deco
+
+
+def discover_recipes() -> list[str]:
+    """Import every module of ``helpers`` that registers a recipe; return their names.
+
+    A module is imported when its source calls ``recipe(``: this is how
+    ``make checkpoints`` finds every chapter's models without a hand-kept list.
+    """
+    import helpers
+
+    found = []
+    pkg_dir = Path(helpers.__file__).resolve().parent
+    for path in sorted(pkg_dir.rglob("*.py")):
+        rel = path.relative_to(pkg_dir.parent).with_suffix("")
+        module = ".".join(rel.parts)
+        if module.endswith("__init__") or module == __name__:
+            continue
+        if "recipe(" in path.read_text(encoding="utf-8"):
+            importlib.import_module(module)
+            found.append(module)
+    return found
 
 
 def recipes() -> dict[str, str]:
@@ -435,29 +458,36 @@ def train_or_load(name: str, *, root=None, retrain: bool = False, snapshots: boo
     silently: the error is raised (use ``retrain=True`` or ``make checkpoints``).
     """
     _check_name(name)
+    rec = _RECIPES.get(name)
+    full_kwargs = None
+    if rec is not None:
+        try:
+            bound = inspect.signature(rec.fn).bind(**kwargs)
+        except TypeError as exc:
+            raise TypeError(f"recipe {name!r}: {exc}") from None
+        bound.apply_defaults()
+        full_kwargs = json.loads(json.dumps(dict(bound.arguments)))
     if not retrain and exists(name, root):
         loaded = load(name, root=root, snapshots=snapshots)
         stored = loaded.manifest.get("recipe_kwargs", {})
-        given = json.loads(json.dumps(kwargs))
-        diff = sorted(k for k in given if stored.get(k) != given[k])
+        # Compare every argument the recipe would run with, defaults included, so
+        # a checkpoint made before a recipe's default changed is not returned as
+        # if it were current. Arguments that cannot change the result are skipped.
+        asked = full_kwargs if full_kwargs is not None else json.loads(json.dumps(kwargs))
+        diff = sorted(k for k in set(asked) | set(stored) if k not in _NO_EFFECT and stored.get(k) != asked.get(k))
         if diff:
+            detail = ", ".join(f"{k}: stored {stored.get(k, '(absent)')!r}, now {asked.get(k, '(absent)')!r}"
+                               for k in diff)
             raise CheckpointError(
-                f"checkpoint {name!r} was trained with different settings for {diff} "
-                f"(stored {[stored.get(k) for k in diff]}, asked {[given[k] for k in diff]}); "
-                "pass retrain=True or use another name"
+                f"checkpoint {name!r} was trained with other recipe arguments ({detail}); "
+                f"pass retrain=True, use another name, or rebuild it with `make checkpoints ONLY={name}`"
             )
         return loaded
-    if name not in _RECIPES:
+    if rec is None:
         raise CheckpointError(
             f"no recipe registered for {name!r} (known: {sorted(_RECIPES)}); import the chapter module that defines it"
         )
-    fn = _RECIPES[name].fn
-    try:
-        bound = inspect.signature(fn).bind(**kwargs)
-    except TypeError as exc:
-        raise TypeError(f"recipe {name!r}: {exc}") from None
-    bound.apply_defaults()
-    full_kwargs = json.loads(json.dumps(dict(bound.arguments)))
+    fn = rec.fn
     model, result = fn(**kwargs)
     save(
         name,
@@ -483,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="list stored checkpoints")
     sub.add_parser("verify", help="verify every stored checkpoint's files")
     rb = sub.add_parser("rebuild", help="retrain registered recipes and save them")
-    rb.add_argument("--module", action="append", default=[], help="module whose recipes to run (repeatable)")
+    rb.add_argument("--module", action="append", default=[],
+                    help="module whose recipes to run (repeatable; default: every helpers module with a recipe)")
     rb.add_argument("--only", default="", help="comma-separated recipe names (default: all)")
     args = parser.parse_args(argv)
     if args.cmd == "list":
@@ -500,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if any(v != "ok" for v in results.values()) else 0
     for module in args.module:
         importlib.import_module(module)
+    if not args.module:
+        discover_recipes()
     names = [n for n in args.only.split(",") if n] or sorted(_RECIPES)
     unknown = sorted(set(names) - set(_RECIPES))
     if unknown:

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["TrainResult", "train", "cross_entropy", "accuracy", "seed_everything", "is_interactive", "torch_threads"]
+__all__ = ["TrainResult", "train", "cross_entropy", "accuracy", "last_position_loss", "is_interactive", "torch_threads"]
 
 LossFn = Callable[[nn.Module, tuple], torch.Tensor]
 MetricsFn = Callable[[nn.Module], dict]
@@ -91,9 +91,16 @@ def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
     return (logits.argmax(-1) == targets).float().mean().item()
 
 
-def seed_everything(seed: int) -> None:
-    """Seed torch's global generator (models in this book also seed their own init)."""
-    torch.manual_seed(seed)
+def last_position_loss(model, batch) -> torch.Tensor:
+    """Cross-entropy of the logits at the last position only (the read position).
+
+    ``batch`` is ``(tokens [batch, pos], targets [batch])``; the model computes
+    its last block at that position only (``read_positions=[-1]``). The loss
+    of every task in this book that is read at one position (chapters 0, 4,
+    5, 7, 8).
+    """
+    tokens, targets = batch
+    return cross_entropy(model(tokens, read_positions=[-1])[:, 0], targets)
 
 
 @contextlib.contextmanager
@@ -175,6 +182,7 @@ def train(
     description: str = "training",
     grad_clip: float | None = None,
     flush_denormal: bool = True,
+    threads: int | None = None,
 ) -> TrainResult:
     """Train ``model`` with AdamW and return its logged history.
 
@@ -211,6 +219,19 @@ def train(
     flush_denormal : bool
         Flush subnormal floats to zero during training (late grokking runs slow
         down several-fold on subnormal Adam state otherwise); restored after.
+    threads : int or None
+        Torch threads while training (restored after); None leaves the
+        current setting. Floating-point reductions split over a different
+        number of threads round differently, so every recipe of
+        :mod:`helpers.store` passes a fixed count (the book's recipes use 1,
+        which is also the fastest for models this small). With the same
+        seed and thread count, a run is bit-identical on the same machine;
+        on another CPU it agrees within rounding (see ``how_to_use``).
+
+    Early stopping returns the model exactly as the last history row
+    describes it: when ``stop_when`` fires on the row logged at step ``s``,
+    no further optimiser step is taken, ``result.steps == s`` and the
+    weights are those that were evaluated in that row.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -227,6 +248,8 @@ def train(
     n = data[0].shape[0]
     if batch_size is not None and not (isinstance(batch_size, int) and 0 < batch_size):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
     snapshot_steps = sorted(set(int(s) for s in snapshot_steps))
     if snapshot_steps and (snapshot_steps[0] < 0 or snapshot_steps[-1] > steps):
         raise ValueError(f"snapshot_steps must lie in [0, steps={steps}], got {snapshot_steps}")
@@ -249,6 +272,9 @@ def train(
         bar = tqdm(total=steps, desc=description, leave=True)
 
     flushed = bool(flush_denormal) and torch.set_flush_denormal(True)
+    threads_before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
 
     def log(step: int, loss_value: float) -> bool:
         row = {"step": step, "train_loss": loss_value}
@@ -290,9 +316,10 @@ def train(
                 raise TypeError("loss_fn must return a scalar tensor")
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr or check the data")
-            stop = False
-            if step % log_every == 0:
-                stop = log(step, loss.item())
+            if step % log_every == 0 and log(step, loss.item()):
+                # the row just logged describes the current weights: stop before updating them
+                result.stopped_early = True
+                break
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip is not None:
@@ -304,9 +331,6 @@ def train(
                 bar.update(1)
             if step in snapshot_steps:
                 result.snapshots[step] = _snapshot(model)
-            if stop:
-                result.stopped_early = True
-                break
         if not result.stopped_early and (not result.history["step"] or result.history["step"][-1] != step):
             with torch.no_grad():
                 batch = data if batch_size is None else tuple(t[: min(n, batch_size)] for t in data)
@@ -318,6 +342,7 @@ def train(
             bar.close()
         if flushed:
             torch.set_flush_denormal(False)
+        torch.set_num_threads(threads_before)
     result.seconds = time.perf_counter() - t0
     model.eval()
     return result

