@@ -67,6 +67,7 @@ __all__ = [
     "HookedTransformer",
     "HookPoint",
     "ActivationCache",
+    "HookHandle",
     "register_weight_transform",
     "weight_transforms",
     "act_name",
@@ -160,13 +161,13 @@ class TransformerConfig:
     dtype : {"float32", "float64"}
     """
 
-    n_layers: int = 1
-    d_model: int = 128
-    n_heads: int = 4
-    d_head: int = 32
-    d_mlp: int = 512
-    d_vocab: int = 114
-    n_ctx: int = 3
+    n_layers: int | None = None
+    d_model: int | None = None
+    n_heads: int | None = None
+    d_head: int | None = None
+    d_mlp: int | None = None
+    d_vocab: int | None = None
+    n_ctx: int | None = None
     d_vocab_out: int | None = None
     act_fn: str = "relu"
     normalization: str | None = None
@@ -181,8 +182,33 @@ class TransformerConfig:
     init_std: float | None = None
     seed: int = 0
     dtype: str = "float32"
+    use_attn_result: bool = False
+    # TransformerLens's names, accepted as aliases (not stored twice)
+    normalization_type: dataclasses.InitVar[str | None] = "unset"
+    positional_embedding_type: dataclasses.InitVar[str | None] = "unset"
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, normalization_type="unset", positional_embedding_type="unset") -> None:
+        if normalization_type != "unset":
+            if self.normalization is not None and self.normalization != normalization_type:
+                raise ValueError("give normalization or its TransformerLens alias normalization_type, not both")
+            self.normalization = normalization_type
+        if positional_embedding_type != "unset":
+            tl = {"standard": "learned", None: "none", "none": "none"}
+            if positional_embedding_type not in tl:
+                raise ValueError(
+                    f"positional_embedding_type {positional_embedding_type!r} is not supported; "
+                    "this model has 'standard' (learned) positions or none"
+                )
+            self.positional_embedding = tl[positional_embedding_type]
+        missing = [n for n in ("n_layers", "d_model", "n_heads", "d_vocab", "n_ctx") if getattr(self, n) is None]
+        if missing:
+            raise TypeError(
+                f"TransformerConfig needs {missing} (sizes have no defaults: no chapter's model is the default)"
+            )
+        if self.d_head is None and isinstance(self.d_model, int) and isinstance(self.n_heads, int) and self.n_heads > 0:
+            self.d_head = self.d_model // self.n_heads
+        if self.d_mlp is None:
+            self.d_mlp = 0 if self.attn_only else 4 * self.d_model
         if self.d_vocab_out is None:
             self.d_vocab_out = self.d_vocab
         if self.final_normalization == "same":
@@ -218,7 +244,7 @@ class TransformerConfig:
                 raise ValueError(
                     f"TransformerConfig.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}"
                 )
-        for name in ("attn_only", "attn_bias", "mlp_bias", "unembed_bias"):
+        for name in ("attn_only", "attn_bias", "mlp_bias", "unembed_bias", "use_attn_result"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"TransformerConfig.{name} must be a bool, got {getattr(self, name)!r}")
         if self.weight_transform not in _WEIGHT_TRANSFORMS:
@@ -250,42 +276,85 @@ class TransformerConfig:
         return DTYPES[self.dtype]
 
 
+# TransformerLens's field names, readable on a config (set after the dataclass is
+# built, so that they do not replace the aliases' defaults in ``__init__``).
+TransformerConfig.normalization_type = property(lambda self: self.normalization,
+                                                doc="TransformerLens's name for ``normalization``.")
+TransformerConfig.positional_embedding_type = property(
+    lambda self: "standard" if self.positional_embedding == "learned" else "none",
+    doc="TransformerLens's name for ``positional_embedding`` ('standard' = learned).")
+
+
 # ---------------------------------------------------------------------------
 # Hooks
 # ---------------------------------------------------------------------------
 HookFn = Callable[[torch.Tensor, "HookPoint"], "torch.Tensor | None"]
 
 
+class HookHandle:
+    """Returned by :meth:`HookPoint.add` / :meth:`HookedTransformer.add_hook`; ``remove()`` undoes it."""
+
+    def __init__(self, point: "HookPoint", fn: HookFn, direction: str) -> None:
+        self.point, self.fn, self.direction = point, fn, direction
+
+    def remove(self) -> None:
+        fns = self.point._fns if self.direction == "fwd" else self.point._bwd_fns
+        if self.fn in fns:
+            fns.remove(self.fn)
+
+    def __repr__(self) -> str:
+        return f"HookHandle({self.point.name!r}, {self.direction})"
+
+
 class HookPoint(nn.Module):
     """An identity module whose hooks may read or replace the tensor passing through.
 
-    A hook is ``fn(tensor, hook) -> tensor or None``; returning a tensor replaces
-    the activation (patching, ablation), returning ``None`` keeps it.
+    As in TransformerLens, a hook is called as ``fn(tensor, hook=hook_point)``
+    and returns ``None`` (keep the activation) or a tensor of the same shape
+    (patching, ablation). A backward hook (``dir="bwd"``) is called the same
+    way with the gradient of the loss with respect to the activation.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.name: str = ""
         self._fns: list[HookFn] = []
+        self._bwd_fns: list[HookFn] = []
 
-    def add(self, fn: HookFn) -> None:
+    def add(self, fn: HookFn, dir: str = "fwd") -> HookHandle:  # noqa: A002 - TransformerLens's argument name
         if not callable(fn):
             raise TypeError(f"hook for {self.name!r} must be callable, got {type(fn).__name__}")
-        self._fns.append(fn)
+        if dir not in ("fwd", "bwd"):
+            raise ValueError(f"dir must be 'fwd' or 'bwd', got {dir!r}")
+        (self._fns if dir == "fwd" else self._bwd_fns).append(fn)
+        return HookHandle(self, fn, dir)
 
     def clear(self) -> None:
         self._fns.clear()
+        self._bwd_fns.clear()
+
+    def _checked(self, out, like: torch.Tensor, what: str) -> torch.Tensor:
+        if not isinstance(out, torch.Tensor) or out.shape != like.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"{what} on {self.name!r} must return None or a tensor of shape {tuple(like.shape)}, got {got}")
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for fn in self._fns:
-            out = fn(x, self)
+        for fn in list(self._fns):
+            out = fn(x, hook=self)
             if out is not None:
-                if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-                    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                    raise ValueError(
-                        f"hook on {self.name!r} must return None or a tensor of shape {tuple(x.shape)}, got {got}"
-                    )
-                x = out
+                x = self._checked(out, x, "hook")
+        if self._bwd_fns and x.requires_grad:
+            fns = list(self._bwd_fns)
+
+            def backward(grad: torch.Tensor) -> torch.Tensor:
+                for fn in fns:
+                    out = fn(grad, hook=self)
+                    if out is not None:
+                        grad = self._checked(out, grad, "backward hook")
+                return grad
+
+            x.register_hook(backward)
         return x
 
     def extra_repr(self) -> str:
@@ -392,6 +461,8 @@ class Attention(nn.Module):
         self.register_buffer("causal_mask", torch.ones(cfg.n_ctx, cfg.n_ctx, dtype=torch.bool).tril(),
                              persistent=False)
         names = ["hook_v", "hook_pattern", "hook_z"]
+        if cfg.use_attn_result:  # per-head outputs [batch, pos, n_heads, d_model], as in TransformerLens
+            names.append("hook_result")
         if cfg.attention_mode == "normal":  # only hook points that fire exist
             names += ["hook_q", "hook_k", "hook_attn_scores"]
         for name in names:
@@ -421,7 +492,10 @@ class Attention(nn.Module):
             pattern = (allowed / allowed.sum(-1, keepdim=True)).expand(x.shape[0], cfg.n_heads, -1, -1)
         pattern = self.hook_pattern(pattern)
         z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
-        out = torch.einsum("bqhe,hed->bqd", z, wt(self.W_O))
+        if cfg.use_attn_result:
+            out = self.hook_result(torch.einsum("bqhe,hed->bqhd", z, wt(self.W_O))).sum(2)
+        else:
+            out = torch.einsum("bqhe,hed->bqd", z, wt(self.W_O))
         return out + self.b_O if cfg.attn_bias else out
 
 
@@ -710,7 +784,8 @@ class HookedTransformer(nn.Module):
         idx = self._check_positions(read_positions, n_pos)
         resid = self.hook_embed(F.embedding(tokens, self.embed.W_E))
         if self.cfg.positional_embedding == "learned":
-            pos = self.hook_pos_embed(self.pos_embed.W_pos[:n_pos])
+            # [batch, pos, d_model] as in TransformerLens, so a hook written for it edits the right axis
+            pos = self.hook_pos_embed(self.pos_embed.W_pos[:n_pos].expand(tokens.shape[0], -1, -1))
             resid = resid + pos
         last = len(self.blocks) - 1
         for layer, block in enumerate(self.blocks):
@@ -735,25 +810,36 @@ class HookedTransformer(nn.Module):
             raise ValueError(f"unknown hook point {name!r}" + (f"; did you mean one of {near}?" if near else ""))
         return [self.hook_dict[name]]
 
+    def add_hook(self, name, fn: HookFn, dir: str = "fwd") -> HookHandle | list[HookHandle]:  # noqa: A002
+        """Add a hook that stays until removed: ``handle.remove()`` or :meth:`reset_hooks`.
+
+        ``name`` is a hook name or a predicate on names (then every matching
+        point gets the hook and a list of handles is returned); ``dir="bwd"``
+        hooks the gradient instead.
+        """
+        handles = [hp.add(fn, dir) for hp in self._resolve(name)]
+        return handles if callable(name) and not isinstance(name, str) else handles[0]
+
     def reset_hooks(self) -> None:
-        """Remove every hook."""
+        """Remove every hook, forward and backward."""
         for h in self.hook_dict.values():
             h.clear()
 
     @contextlib.contextmanager
-    def hooks(self, fwd_hooks: Iterable[tuple]) -> Iterator["HookedTransformer"]:
-        """Context manager: add ``[(name_or_filter, fn), ...]``, remove them afterwards."""
-        added: list[tuple[HookPoint, HookFn]] = []
+    def hooks(self, fwd_hooks: Iterable[tuple] = (), bwd_hooks: Iterable[tuple] = ()) -> Iterator["HookedTransformer"]:
+        """Context manager: add ``[(name_or_filter, fn), ...]`` forward and backward hooks, remove them after.
+
+        Backward hooks fire during a ``.backward()`` called inside the block.
+        """
+        handles: list[HookHandle] = []
         try:
-            for name, fn in fwd_hooks:
-                for hp in self._resolve(name):
-                    hp.add(fn)
-                    added.append((hp, fn))
+            for direction, pairs in (("fwd", fwd_hooks), ("bwd", bwd_hooks)):
+                for name, fn in pairs:
+                    handles += [hp.add(fn, direction) for hp in self._resolve(name)]
             yield self
         finally:
-            for hp, fn in added:
-                if fn in hp._fns:
-                    hp._fns.remove(fn)
+            for h in handles:
+                h.remove()
 
     def run_with_hooks(self, tokens, fwd_hooks: Sequence[tuple] = (), **kwargs):
         """Forward pass with temporary hooks, e.g. to patch or ablate an activation.

@@ -44,7 +44,7 @@ def expected_shapes(cfg: TransformerConfig, batch: int, pos: int) -> dict[str, t
     H, E, D, M = cfg.n_heads, cfg.d_head, cfg.d_model, cfg.d_mlp
     shapes = {"hook_embed": (batch, pos, D)}
     if cfg.positional_embedding == "learned":
-        shapes["hook_pos_embed"] = (pos, D)
+        shapes["hook_pos_embed"] = (batch, pos, D)  # TransformerLens caches it with a batch axis
     for l in range(cfg.n_layers):
         p = f"blocks.{l}."
         shapes.update({
@@ -169,9 +169,9 @@ def test_hook_filters_and_bad_hooks():
     _, cache = model.run_with_cache(tokens_for(model.cfg), names_filter=["hook_embed"])
     assert list(cache) == ["hook_embed"]
     with pytest.raises(ValueError, match="unknown hook point 'blocks.0.attn.hook_patern'"):
-        model.run_with_hooks(tokens_for(model.cfg), [("blocks.0.attn.hook_patern", lambda x, h: None)])
+        model.run_with_hooks(tokens_for(model.cfg), [("blocks.0.attn.hook_patern", lambda x, hook: None)])
     with pytest.raises(ValueError, match="must return None or a tensor of shape"):
-        model.run_with_hooks(tokens_for(model.cfg), [("hook_embed", lambda x, h: x[:, :1])])
+        model.run_with_hooks(tokens_for(model.cfg), [("hook_embed", lambda x, hook: x[:, :1])])
     with pytest.raises(KeyError, match="no activation"):
         ActivationCache()["pattern", 0]
     assert all(not h._fns for h in model.hook_dict.values())
@@ -363,3 +363,58 @@ def test_act_name_matches_every_hook_point_and_refuses_bad_names():
         act_name(3)
     with pytest.raises(KeyError, match="unknown activation name"):
         cache["patern", 0]
+
+
+def test_hooks_behave_as_in_transformer_lens():
+    """add_hook returns a handle, hooks get ``hook=``, backward hooks see gradients, per-head results add up."""
+    cfg = TransformerConfig(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=32, d_vocab=7, n_ctx=5,
+                            use_attn_result=True)
+    model = HookedTransformer(cfg)
+    tokens = tokens_for(cfg)
+    clean, cache = model.run_with_cache(tokens)
+    # per-head outputs sum to the attention output
+    assert cache["result", 0].shape == (tokens.shape[0], 5, 2, 16)
+    assert torch.allclose(cache["result", 0].sum(2), cache["attn_out", 0], atol=1e-6)
+    # a persistent hook and its handle
+    seen = []
+    handle = model.add_hook("blocks.0.hook_resid_post", lambda x, hook: seen.append(hook.name))
+    model(tokens)
+    handle.remove()
+    model(tokens)
+    assert seen == ["blocks.0.hook_resid_post"]
+    handles = model.add_hook(lambda n: n.endswith("hook_pattern"), lambda x, hook: seen.append(hook.name))
+    assert len(handles) == 2
+    model.reset_hooks()
+    model(tokens)
+    assert len(seen) == 1
+    # a hook written for TransformerLens's [batch, pos, d_model] pos-embed edits position 1, not a model dimension
+    def zero_pos1(x, hook):
+        x = x.clone()
+        x[:, 1] = 0
+        return x
+
+    _, patched = model.run_with_cache(tokens, fwd_hooks=[("hook_pos_embed", zero_pos1)], names_filter="hook_pos_embed")
+    assert torch.all(patched["hook_pos_embed"][:, 1] == 0) and torch.all(patched["hook_pos_embed"][:, 2] != 0)
+    # backward hooks: the gradient of the loss with respect to an activation
+    grads = {}
+    with model.hooks(fwd_hooks=[("blocks.1.hook_resid_pre", lambda x, hook: grads.setdefault("act", x))],
+                     bwd_hooks=[("blocks.1.hook_resid_pre", lambda g, hook: grads.setdefault("grad", g))]):
+        model(tokens)[:, -1, 0].sum().backward()
+    assert grads["grad"].shape == grads["act"].shape and grads["grad"].abs().sum() > 0
+    model.zero_grad()
+    model(tokens)[:, -1, 0].sum().backward()  # the backward hook is gone
+    assert len(grads) == 2
+    with pytest.raises(ValueError, match="dir must be"):
+        model.add_hook("hook_embed", lambda x, hook: None, dir="up")
+
+
+def test_config_takes_transformer_lens_names_and_has_no_chapter_defaults():
+    cfg = TransformerConfig(n_layers=1, d_model=8, n_heads=2, d_vocab=5, n_ctx=3, normalization_type="LN",
+                            positional_embedding_type="standard")
+    assert cfg.normalization == "LN" == cfg.normalization_type and cfg.positional_embedding == "learned"
+    assert cfg.d_head == 4 and cfg.d_mlp == 32  # TransformerLens's derived defaults
+    assert TransformerConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(TypeError, match="needs"):
+        TransformerConfig(d_model=8)
+    with pytest.raises(ValueError, match="positional_embedding_type"):
+        TransformerConfig(n_layers=1, d_model=8, n_heads=2, d_vocab=5, n_ctx=3, positional_embedding_type="rotary")
