@@ -32,16 +32,16 @@ def boundary(wh: Tuple[float, float], kind: str, ux: float, uy: float, copy_r: f
 
 
 def crosses_boxes(path: np.ndarray, boxes) -> bool:
-    """Whether a polyline passes through any of the boxes (x0, y0, x1, y1)."""
-    pts = [path[:1]]
-    for p, q in zip(path[:-1], path[1:]):
-        n = max(2, int(np.hypot(*(q - p)) / 0.02))
-        pts.append(p + (q - p) * np.linspace(0, 1, n)[1:, None])
-    pts = np.vstack(pts)
-    for b in boxes:
-        if np.any((pts[:, 0] > b[0]) & (pts[:, 0] < b[2]) & (pts[:, 1] > b[1]) & (pts[:, 1] < b[3])):
-            return True
-    return False
+    """Whether a polyline (``N x 2``) passes through any of the boxes (x0, y0, x1, y1).
+
+    An exact segment-rectangle test (``matplotlib.path.Path.intersects_bbox``
+    with ``filled=False``: the polyline is a wire, not a filled shape).
+    """
+    from matplotlib.path import Path
+    from matplotlib.transforms import Bbox
+
+    wire = Path(np.asarray(path, float))
+    return any(wire.intersects_bbox(Bbox.from_extents(*b), filled=False) for b in boxes)
 
 
 def angdist(a: float, b: float) -> float:
@@ -51,7 +51,12 @@ def angdist(a: float, b: float) -> float:
 
 
 def boxes_overlap(a, b, tol: float = 0.0) -> bool:
-    """Whether boxes ``(x0, y0, x1, y1)`` overlap by more than ``tol`` on both axes."""
+    """Whether boxes ``(x0, y0, x1, y1)`` overlap by more than ``tol`` on both axes.
+
+    Strict: boxes that only touch do not overlap.  (``Bbox.overlaps`` counts
+    touching boxes and swaps inverted extents, so ``tol`` could not be had by
+    shrinking the boxes; the layout's result is the same either way.)
+    """
     return a[0] < b[2] - tol and b[0] < a[2] - tol and a[1] < b[3] - tol and b[1] < a[3] - tol
 
 
