@@ -10,9 +10,9 @@ index.  This module turns an einsum expression into that picture and back:
   contracted through ``tensornetwork`` (:meth:`Diagram.contract`) and drawn
   with matplotlib (:meth:`Diagram.draw`).
 * :func:`draw_network` draws an existing ``tensornetwork`` network.
-* :func:`contraction_cost` counts the floating-point operations of a pairwise
-  contraction order and compares it with the best order found by
-  ``opt_einsum``.
+* :func:`contraction_cost` gives ``opt_einsum``'s count of the floating-point
+  operations of a contraction order (a multiply and an add each count) and
+  compares it with the best order ``opt_einsum`` finds.
 
 How an expression becomes a graph
 ---------------------------------

@@ -1,17 +1,33 @@
-"""Contraction cost: FLOPs and largest intermediate of a contraction order (private)."""
+"""Contraction cost: FLOPs and largest intermediate of a contraction order (private).
+
+Every count is ``opt_einsum``'s (``opt_einsum.contract_path`` with the order as
+``optimize``).  Its convention: a step that contracts ``k`` terms loops over
+every combination of the indices involved -- the product of their sizes --
+and costs that product times ``max(1, k - 1)`` multiplications, plus one
+addition per combination if some index is summed away.  For a pairwise step
+that sums something: twice the product of the sizes of all indices involved.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import opt_einsum
+from opt_einsum.helpers import flop_count
 
 from ._parse import _check
 
 
 @dataclass(frozen=True)
 class ContractionStep:
-    """One pairwise (or single-term) step of a contraction order.  Used in chapter 1."""
+    """One pairwise (or single-term) step of a contraction order.
+
+    ``subscripts`` lists the terms in the order of ``positions``; the result's
+    index order is the one ``opt_einsum`` gives the intermediate.  ``flops``
+    is ``opt_einsum``'s count for the step, ``size`` the entries of its result.
+
+    Used in chapter 1.
+    """
 
     positions: Tuple[int, ...]
     subscripts: str
@@ -31,7 +47,9 @@ class ContractionCost:
         the current list of terms are contracted and the result is appended).
     steps : list of ContractionStep
     flops : int
-        Total floating-point operations of ``path``.
+        Total floating-point operations of ``path``, counted by ``opt_einsum``
+        (a multiply and an add each count: a pairwise step that sums an index
+        costs twice the product of the sizes of all indices involved).
     largest_intermediate : int
         Entries of the largest tensor created by ``path``.
     optimal_path, optimal_flops, optimal_largest_intermediate
@@ -61,24 +79,12 @@ class ContractionCost:
         return self.flops / max(self.optimal_flops, 1)
 
 
-def _step_flops(indices: Iterable[str], inner: bool, n_terms: int, size: Mapping[str, int]) -> int:
-    # Each output element of a step over k terms costs k - 1 multiplications
-    # (at least 1), plus one addition if some index is summed away: the
-    # convention of opt_einsum, so that our counts and its counts agree.
-    total = 1
-    for ch in indices:
-        total *= size[ch]
-    factor = max(1, n_terms - 1) + (1 if inner else 0)
-    return total * factor
-
-
-def _cost_of_path(inputs: Sequence[str], output: str, size: Mapping[str, int], path) -> Tuple[List[ContractionStep], List[Tuple[int, ...]]]:
-    terms: List[str] = list(inputs)
-    steps: List[ContractionStep] = []
-    norm_path: List[Tuple[int, ...]] = []
+def _check_path(path, n: int) -> List[Tuple[int, ...]]:
+    """``path`` as tuples of ints, after checking it contracts ``n`` terms down to one."""
     path = list(path)
-    if not path and len(terms) == 1:
+    if not path and n == 1:
         path = [(0,)]
+    norm: List[Tuple[int, ...]] = []
     for s, step in enumerate(path):
         try:
             pos = tuple(int(p) for p in step)
@@ -87,32 +93,32 @@ def _cost_of_path(inputs: Sequence[str], output: str, size: Mapping[str, int], p
         if len(pos) == 0 or len(set(pos)) != len(pos):
             raise ValueError(f"path step {s} {step!r} must name one or more distinct terms")
         for p in pos:
-            if not 0 <= p < len(terms):
+            if not 0 <= p < n:
                 raise ValueError(
-                    f"path step {s} {tuple(step)!r} refers to term {p} but only {len(terms)} terms remain "
+                    f"path step {s} {tuple(step)!r} refers to term {p} but only {n} terms remain "
                     "(positions count the current list: contracted terms are removed, the result is appended)"
                 )
-        chosen = [terms[p] for p in pos]
-        rest = [t for q, t in enumerate(terms) if q not in pos]
-        involved = set("".join(chosen))
-        keep = (set(output) | set("".join(rest))) & involved
-        removed = involved - keep
-        last = len(rest) == 0
-        if last:
-            result = output
-        else:
-            joined = "".join(chosen)
-            result = "".join(sorted(keep, key=joined.find))
-        flops = _step_flops(involved, bool(removed), len(pos), size)
-        n_out = 1
-        for ch in keep:
-            n_out *= size[ch]
-        steps.append(ContractionStep(pos, ",".join(chosen) + "->" + result, flops, n_out))
-        norm_path.append(pos)
-        terms = rest + [result]
-    if len(terms) != 1:
-        raise ValueError(f"path leaves {len(terms)} terms uncontracted; it must end with a single tensor")
-    return steps, norm_path
+        n = n - len(pos) + 1
+        norm.append(pos)
+    if n != 1:
+        raise ValueError(f"path leaves {n} terms uncontracted; it must end with a single tensor")
+    return norm
+
+
+def _steps(info, path: Sequence[Tuple[int, ...]]) -> List[ContractionStep]:
+    """The steps of ``opt_einsum``'s ``PathInfo`` for ``path``, each costed by ``opt_einsum``.
+
+    ``opt_einsum`` takes a step's terms out from the highest position down;
+    the subscripts list them in the order of ``positions`` instead.
+    """
+    steps = []
+    for pos, (taken, removed, einsum_str, _, _), size in zip(path, info.contraction_list, info.size_list):
+        ins, result = einsum_str.split("->")
+        by_pos = dict(zip(taken, ins.split(",")))
+        chosen = [by_pos[p] for p in pos]
+        flops = flop_count(set("".join(chosen)), bool(removed), len(pos), info.size_dict)
+        steps.append(ContractionStep(tuple(pos), ",".join(chosen) + "->" + result, int(flops), int(size)))
+    return steps
 
 
 def contraction_cost(expr: str, *shapes: Any, path: Optional[Sequence[Sequence[int]]] = None) -> ContractionCost:
@@ -132,10 +138,12 @@ def contraction_cost(expr: str, *shapes: Any, path: Optional[Sequence[Sequence[i
     Returns
     -------
     ContractionCost
-        Our count for ``path`` (which matches ``opt_einsum``'s count for the
-        same path) and ``opt_einsum``'s best order and its cost.  The best
-        order is found by ``opt_einsum.contract_path`` with
-        ``optimize="optimal"`` for up to 8 operands and ``"dp"`` beyond.
+        ``opt_einsum``'s count for ``path`` (``opt_einsum.contract_path``
+        with ``optimize=path``; a pairwise step that sums an index costs twice
+        the product of the sizes of all indices involved: a multiply and an
+        add per combination), and its best order and that order's cost.  The
+        best order is found with ``optimize="optimal"`` for up to 8 operands
+        and ``"dp"`` beyond.
 
     Used in chapter 1.
 
@@ -143,27 +151,28 @@ def contraction_cost(expr: str, *shapes: Any, path: Optional[Sequence[Sequence[i
     >>> c.flops, c.optimal_flops, c.optimal_path
     (255000, 10000, [(1, 2), (0, 1)])
     """
-    inputs, output, shp, size = _check(expr, shapes)
+    inputs, output, shp, _ = _check(expr, shapes)
     expr_n = ",".join(inputs) + "->" + output
     n = len(inputs)
     optimizer = "optimal" if n <= 8 else "dp"
-    opt_path, info = opt_einsum.contract_path(expr_n, *shp, shapes=True, optimize=optimizer)
+    opt_path, best = opt_einsum.contract_path(expr_n, *shp, shapes=True, optimize=optimizer)
     opt_path = [tuple(int(p) for p in s) for s in opt_path]
-    opt_steps, _ = _cost_of_path(inputs, output, size, opt_path)
     if path is None:
-        steps, norm = opt_steps, opt_path
+        norm, info = opt_path, best
     else:
-        steps, norm = _cost_of_path(inputs, output, size, path)
+        norm = _check_path(path, n)
+        _, info = opt_einsum.contract_path(expr_n, *shp, shapes=True, optimize=norm)
+    steps = _steps(info, norm)
     return ContractionCost(
         expr=expr_n,
         path=norm,
         steps=steps,
-        flops=sum(s.flops for s in steps),
-        largest_intermediate=max(s.size for s in steps),
+        flops=int(info.opt_cost),
+        largest_intermediate=int(info.largest_intermediate),
         optimal_path=opt_path,
-        optimal_flops=int(info.opt_cost),
-        optimal_largest_intermediate=int(info.largest_intermediate),
-        naive_flops=int(info.naive_cost),
+        optimal_flops=int(best.opt_cost),
+        optimal_largest_intermediate=int(best.largest_intermediate),
+        naive_flops=int(best.naive_cost),
         optimizer=optimizer,
     )
 
