@@ -1,6 +1,6 @@
 """Record the layout of every tensor diagram the book draws: tests/data/notation_layouts.json.
 
-    .venv/bin/python tools/notation_snapshot.py book/01_tensor_notation.md book/02_decompositions.md ...
+    .venv/bin/python tools/notation_snapshot.py [--out PATH] book/01_tensor_notation.md book/02_decompositions.md ...
 
 Each page is executed with nbclient (as `make page` does) after a first cell
 that wraps ``helpers.notation.Diagram.layout``: every call made while the page
@@ -49,8 +49,11 @@ def _tagging(name):
         return d
     return build
 _N.Diagram.layout = _recording_layout
-_N.network_diagram = _tagging("network_diagram")
-_N.identity_wire = _tagging("identity_wire")
+for _name in ("network_diagram", "identity_wire"):
+    _orig, _tagged = getattr(_N, _name), _tagging(_name)
+    for _mod in [m for k, m in list(sys.modules.items()) if k == "helpers.notation" or k.startswith("helpers.notation.")]:
+        if getattr(_mod, _name, None) is _orig:
+            setattr(_mod, _name, _tagged)  # wherever the package's own code looks it up
 def _dump_records(path):
     with open(path, "w") as f:
         _json.dump(_records, f)
@@ -74,7 +77,7 @@ def record_page(page: Path) -> list:
     return recs
 
 
-def main(pages: list) -> int:
+def main(pages: list, out: Path = OUT) -> int:
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
     import matplotlib
 
@@ -105,12 +108,15 @@ def main(pages: list) -> int:
         if key not in seen:
             seen.add(key)
             unique.append(r)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps(r, sort_keys=True, separators=(",", ":")) for r in unique]
-    OUT.write_text("[\n" + ",\n".join(lines) + "\n]\n")  # one layout per line
-    print(f"wrote {len(unique)} distinct layouts ({len(records)} recorded) to {OUT.relative_to(ROOT)}")
+    out.write_text("[\n" + ",\n".join(lines) + "\n]\n")  # one layout per line
+    print(f"wrote {len(unique)} distinct layouts ({len(records)} recorded) to {out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    args = sys.argv[1:]
+    if len(args) >= 2 and args[0] == "--out":  # e.g. to compare with the committed snapshot
+        sys.exit(main(args[2:], Path(args[1])))
+    sys.exit(main(args))
