@@ -290,6 +290,24 @@ def test_contraction_cost_agrees_with_opt_einsum(case):
     assert [tuple(p) for p in best_path] == ours.optimal_path
     # our count for opt_einsum's own best order is opt_einsum's count
     assert N.contraction_cost(expr, *shapes).flops == ours.optimal_flops
+    # the counting rule the page teaches, step by step: the product of the sizes of
+    # all indices involved, times (terms - 1, at least 1) + 1 if an index is summed
+    size = {ch: n for sub, shp in zip(expr.split("->")[0].split(","), shapes) for ch, n in zip(sub, shp)}
+    terms = expr.split("->")[0].split(",")
+    for step in ours.steps:
+        ins, result = step.subscripts.split("->")
+        chosen = ins.split(",")
+        assert chosen == [terms[p] for p in step.positions]
+        rest = [t for q, t in enumerate(terms) if q not in step.positions]
+        involved = set("".join(chosen))
+        summed = involved - set(result)
+        assert summed == involved - set(expr.split("->")[1]) - set("".join(rest))
+        loops = int(np.prod([size[ch] for ch in involved]))
+        assert step.flops == loops * (max(1, len(chosen) - 1) + bool(summed))
+        assert step.size == int(np.prod([size[ch] for ch in result]))
+        terms = rest + [result]
+    assert sum(step.flops for step in ours.steps) == ours.flops
+    assert max(step.size for step in ours.steps) == ours.largest_intermediate
 
 
 def test_two_orders_of_a_chain():
