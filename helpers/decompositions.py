@@ -17,6 +17,14 @@ decomposition       model                                      result (a ``Named
 :func:`tt_svd`       ``T[i,j,k] ~ G1[:,i,:] G2[:,j,:] G3[:,k,:]`` :class:`TensorTrain`
 ==================  =========================================  ==========================
 
+To compare them, :func:`rank_sweep` runs all four over a list of ranks and
+records each relative error and parameter count; :func:`first_exact_rank`,
+:func:`params_for_error`, :func:`interpolate_error` and :func:`energy_rank`
+read numbers off the results, :func:`plot_rank_sweep` draws them. The
+attention model whose circuits chapter 2 decomposes is the store recipe
+``lookup_1l`` (:func:`train_lookup_model`), with the control ``lookup_1l_nowd``
+trained without weight decay.
+
 Conventions
 -----------
 * Inputs are numpy arrays or torch tensors (lists go through ``numpy.asarray``).
