@@ -17,6 +17,14 @@ decomposition       model                                      result (a ``Named
 :func:`tt_svd`       ``T[i,j,k] ~ G1[:,i,:] G2[:,j,:] G3[:,k,:]`` :class:`TensorTrain`
 ==================  =========================================  ==========================
 
+To compare them, :func:`rank_sweep` runs all four over a list of ranks and
+records each relative error and parameter count; :func:`first_exact_rank`,
+:func:`params_for_error`, :func:`interpolate_error` and :func:`energy_rank`
+read numbers off the results, :func:`plot_rank_sweep` draws them. The
+attention model whose circuits chapter 2 decomposes is the store recipe
+``lookup_1l`` (:func:`train_lookup_model`), with the control ``lookup_1l_nowd``
+trained without weight decay.
+
 Conventions
 -----------
 * Inputs are numpy arrays or torch tensors (lists go through ``numpy.asarray``).
@@ -48,6 +56,8 @@ import numbers
 from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from helpers.store import recipe
 
 __all__ = [
     # building blocks
@@ -94,10 +104,25 @@ __all__ = [
     "solution_cp_rescale_permute",
     "solution_strassen",
     "solution_move_center",
+    # comparing decompositions
+    "DECOMPOSITIONS",
+    "DECOMPOSITION_COLORS",
+    "ERROR_FLOOR",
+    "error_floor",
+    "rank_sweep",
+    "first_exact_rank",
+    "params_for_error",
+    "interpolate_error",
+    "energy_rank",
+    "tt_bond_caps",
+    "plot_rank_sweep",
     # the trained model of the chapter
     "lookup_task",
     "lookup_config",
     "train_lookup_model",
+    "train_lookup_model_no_decay",
+    "LOOKUP_MODEL",
+    "LOOKUP_MODEL_NO_DECAY",
     "attention_circuits",
 ]
 
@@ -1778,6 +1803,374 @@ def solution_move_center(cores: Sequence[ArrayLike], center: int) -> List[Any]:
 
 
 # ---------------------------------------------------------------------------
+# comparing decompositions: error against rank and against numbers stored
+# ---------------------------------------------------------------------------
+
+DECOMPOSITIONS = ("SVD", "CP", "Tucker", "TT")
+"""The four decompositions of chapter 2, in the order of its figures."""
+
+DECOMPOSITION_COLORS = {"SVD": "#4C72B0", "CP": "#DD8452", "Tucker": "#55A868", "TT": "#C44E52"}
+"""One colour per decomposition, shared by every figure of chapter 2."""
+
+ERROR_FLOOR = 1e-16
+"""Errors at machine precision are drawn on this floor in log-scale plots."""
+
+
+def error_floor(errors: Any, floor: float = ERROR_FLOOR) -> np.ndarray:
+    """``errors`` as a float array, raised to at least ``floor`` (for log axes).
+
+    An exact reconstruction has error ``0.0`` (or a few ulp), which a log axis
+    cannot show; drawing it on ``floor`` keeps the point visible.
+
+    Parameters
+    ----------
+    errors : array-like of float, any shape
+    floor : float, > 0
+
+    Returns
+    -------
+    numpy.ndarray, same shape as ``errors``
+
+    Used in chapter 2.
+
+    >>> error_floor([0.5, 0.0, 1e-20]).tolist()
+    [0.5, 1e-16, 1e-16]
+    """
+    if isinstance(floor, bool) or not isinstance(floor, numbers.Real) or not floor > 0:
+        raise ValueError(f"floor must be a positive number; got {floor!r}")
+    a = _to_numpy(errors, "errors")
+    if np.any(np.isnan(a)):
+        raise ValueError("errors contains NaN")
+    return np.maximum(a, float(floor))
+
+
+def _check_rank_list(ranks: Any, name: str) -> List[int]:
+    if isinstance(ranks, (str, bytes)) or isinstance(ranks, numbers.Number):
+        raise TypeError(f"{name} must be a sequence of ints (possibly empty); got {ranks!r}")
+    try:
+        ranks = list(ranks)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of ints (possibly empty); got {ranks!r}") from None
+    return [_check_int(r, f"{name}[{k}]") for k, r in enumerate(ranks)]
+
+
+def rank_sweep(
+    T: ArrayLike,
+    svd_ranks: Sequence[int] = (),
+    cp_ranks: Sequence[int] = (),
+    tucker_ranks: Sequence[int] = (),
+    tt_ranks: Sequence[int] = (),
+    *,
+    svd: str = "unfold",
+    cp_iter: int = 500,
+    cp_tol: float = 1e-10,
+    tucker_iter: int = 20,
+) -> dict:
+    """Relative error and parameter count of each decomposition at each rank knob.
+
+    * ``"SVD"``, rank ``r``: with ``svd="unfold"`` the truncated SVD of the
+      unfolding along the first leg, ``unfold(T, 0)`` ``[I_0, I_1 * ... ]``;
+      with ``svd="slices"`` a separate rank-``r`` SVD of every slice ``T[h]``
+      (a matrix per head, for a stack of circuits ``[n_heads, d_model,
+      d_model]``), and the stored numbers add up over the slices.
+    * ``"CP"``, rank ``R``: :func:`cp_als` from its SVD start (deterministic),
+      at most ``cp_iter`` sweeps, tolerance ``cp_tol``.
+    * ``"Tucker"``, rank ``r``: :func:`tucker_hooi` with ranks ``min(r, I_n)``
+      on every leg, ``tucker_iter`` sweeps at most.
+    * ``"TT"``, cap ``chi``: :func:`tt_svd` with every bond at most ``chi``.
+
+    The error is :func:`relative_error` of the reconstruction (of the unfolding
+    for ``svd="unfold"``, which has the same norm as ``T``); the parameter count
+    is the decomposition's ``n_params``.
+
+    Parameters
+    ----------
+    T : array or tensor with at least 3 ways (``svd="slices"``: exactly 3)
+    svd_ranks, cp_ranks, tucker_ranks, tt_ranks : sequences of int >= 1
+        Knob values to try for each decomposition (an empty sequence skips it).
+        Ranks above what a leg allows are clipped for Tucker and TT; SVD ranks
+        must not exceed the smaller side of the matrix they cut.
+    svd : {"unfold", "slices"}
+    cp_iter, tucker_iter : int
+    cp_tol : float
+
+    Returns
+    -------
+    dict
+        ``{name: {"rank": [...], "error": [...], "params": [...]}}`` for every
+        name in :data:`DECOMPOSITIONS`, the lists in the order of the ranks
+        given (empty for a skipped decomposition).
+
+    Used in chapter 2.
+
+    >>> T = random_tucker_tensor((6, 6, 6), (2, 2, 2), seed=0)
+    >>> res = rank_sweep(T, [1, 2], [], [1, 2], [1, 2])
+    >>> [first_exact_rank(res[name]) for name in ("SVD", "Tucker", "TT")]
+    [2, 2, 2]
+    >>> res["CP"]["rank"]
+    []
+    """
+    if svd not in ("unfold", "slices"):
+        raise ValueError(f'svd must be "unfold" or "slices"; got {svd!r}')
+    a = _check_tensor(T, "T", **({"ndim": 3} if svd == "slices" else {"min_ndim": 3}))
+    lists = {name: _check_rank_list(r, arg) for name, r, arg in (
+        ("SVD", svd_ranks, "svd_ranks"), ("CP", cp_ranks, "cp_ranks"),
+        ("Tucker", tucker_ranks, "tucker_ranks"), ("TT", tt_ranks, "tt_ranks"))}
+    cp_iter = _check_int(cp_iter, "cp_iter")
+    tucker_iter = _check_int(tucker_iter, "tucker_iter")
+    out = {name: {"rank": [], "error": [], "params": []} for name in DECOMPOSITIONS}
+
+    def add(name, rank, error, params):
+        out[name]["rank"].append(rank)
+        out[name]["error"].append(float(error))
+        out[name]["params"].append(int(params))
+
+    X = _unfold(a, 0)
+    side = min(a.shape[1:]) if svd == "slices" else min(X.shape)
+    for r in lists["SVD"]:
+        if r > side:
+            raise ValueError(f"svd_ranks has {r}, more than the matrices cut by the SVD allow (at most {side})")
+        if svd == "unfold":
+            s = svd_truncate(X, r)
+            add("SVD", r, relative_error(X, s.reconstruct()), s.n_params)
+        else:
+            approx = np.stack([svd_truncate(a[h], r).reconstruct() for h in range(a.shape[0])])
+            add("SVD", r, relative_error(a, approx), a.shape[0] * svd_n_params(a.shape[1:], r))
+    for r in lists["CP"]:
+        c = cp_als(a, r, max_iter=cp_iter, tol=cp_tol)
+        add("CP", r, relative_error(a, c.reconstruct()), c.n_params)
+    for r in lists["Tucker"]:
+        k = tucker_hooi(a, [min(r, dim) for dim in a.shape], max_iter=tucker_iter)
+        add("Tucker", r, relative_error(a, k.reconstruct()), k.n_params)
+    for r in lists["TT"]:
+        t = tt_svd(a, max_rank=r)
+        add("TT", r, relative_error(a, t.reconstruct()), t.n_params)
+    return out
+
+
+def _check_curve(curve: Any, name: str = "curve", keys=("rank", "error")) -> dict:
+    if not isinstance(curve, dict) or not all(k in curve for k in keys):
+        raise TypeError(
+            f"{name} must be one entry of rank_sweep's result, a dict with keys {list(keys)}; "
+            f"got {type(curve).__name__}" + (f" with keys {sorted(curve)}" if isinstance(curve, dict) else "")
+        )
+    lengths = {k: len(curve[k]) for k in keys}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"{name}'s lists must have equal lengths; got {lengths}")
+    return curve
+
+
+def first_exact_rank(curve: dict, tol: float = 1e-8) -> Optional[int]:
+    """The first rank of a :func:`rank_sweep` curve whose relative error is below ``tol``.
+
+    Parameters
+    ----------
+    curve : dict with lists ``"rank"`` and ``"error"`` (one entry of
+        :func:`rank_sweep`'s result)
+    tol : float, > 0
+
+    Returns
+    -------
+    int or None
+        ``None`` if no rank tried reaches ``tol``.
+
+    Used in chapter 2.
+
+    >>> first_exact_rank({"rank": [1, 2, 3], "error": [0.5, 1e-12, 1e-13]})
+    2
+    >>> first_exact_rank({"rank": [1], "error": [0.5]}) is None
+    True
+    """
+    _check_curve(curve)
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol > 0:
+        raise ValueError(f"tol must be a positive number; got {tol!r}")
+    hits = [r for r, e in zip(curve["rank"], curve["error"]) if e < tol]
+    return hits[0] if hits else None
+
+
+def params_for_error(curve: dict, target: float = 0.1) -> Optional[int]:
+    """Fewest numbers stored, among the ranks tried, for relative error <= ``target``.
+
+    Parameters
+    ----------
+    curve : dict with lists ``"params"`` and ``"error"`` (one entry of
+        :func:`rank_sweep`'s result)
+    target : float, > 0
+
+    Returns
+    -------
+    int or None
+        ``None`` if no rank tried is accurate enough.
+
+    Used in chapter 2.
+
+    >>> params_for_error({"params": [10, 20, 40], "error": [0.3, 0.08, 0.01]}, target=0.1)
+    20
+    """
+    _check_curve(curve, keys=("params", "error"))
+    if isinstance(target, bool) or not isinstance(target, numbers.Real) or not target > 0:
+        raise ValueError(f"target must be a positive number; got {target!r}")
+    ok = [int(p) for p, e in zip(curve["params"], curve["error"]) if e <= target]
+    return min(ok) if ok else None
+
+
+def interpolate_error(params: Sequence[float], errors: Sequence[float], at: float) -> float:
+    """Error of a curve at a parameter count, by linear interpolation in log-log.
+
+    Outside the range of ``params`` the end values are returned (no
+    extrapolation).
+
+    Parameters
+    ----------
+    params : sequence of float ``[n_points]``, positive and strictly increasing
+    errors : sequence of float ``[n_points]``, positive
+    at : float, > 0
+
+    Returns
+    -------
+    float
+
+    Used in chapter 2.
+
+    >>> round(interpolate_error([10, 1000], [1.0, 0.01], 100), 12)
+    0.1
+    """
+    p = _to_numpy(params, "params").ravel()
+    e = _to_numpy(errors, "errors").ravel()
+    if p.shape != e.shape or p.size == 0:
+        raise ValueError(f"params and errors must be non-empty and of equal length; got {p.size} and {e.size}")
+    if np.any(p <= 0) or np.any(e <= 0):
+        raise ValueError("params and errors must be positive (they are interpolated in log-log)")
+    if np.any(np.diff(p) <= 0):
+        raise ValueError(f"params must be strictly increasing; got {p.tolist()}")
+    if isinstance(at, bool) or not isinstance(at, numbers.Real) or not at > 0:
+        raise ValueError(f"at must be a positive number; got {at!r}")
+    return float(np.exp(np.interp(np.log(at), np.log(p), np.log(e))))
+
+
+def energy_rank(M: ArrayLike, share: float = 0.99) -> int:
+    """Fewest singular values of ``M`` that hold ``share`` of its squared Frobenius norm.
+
+    By Eckart–Young, the smallest ``r`` with relative error
+    ``sqrt(1 - share)`` or less for the best rank-``r`` approximation.
+
+    Parameters
+    ----------
+    M : matrix ``[m, n]`` (numpy or torch), not all zero
+    share : float in (0, 1]
+
+    Returns
+    -------
+    int, between 1 and ``min(m, n)``
+
+    Used in chapter 2.
+
+    >>> energy_rank(np.diag([10.0, 1.0, 0.1]), share=0.99)
+    1
+    >>> energy_rank(np.diag([10.0, 1.0, 0.1]), share=0.9999)
+    2
+    """
+    a = _check_tensor(M, "M", ndim=2)
+    if isinstance(share, bool) or not isinstance(share, numbers.Real) or not 0 < share <= 1:
+        raise ValueError(f"share must be a number in (0, 1]; got {share!r}")
+    s2 = np.linalg.svd(a, compute_uv=False) ** 2
+    if s2.sum() == 0:
+        raise ValueError("M is all zeros: it has no energy to share")
+    frac = np.cumsum(s2) / s2.sum()
+    # with share=1 the last cumulative fraction may fall short of 1 by rounding: clip
+    return int(min(np.searchsorted(frac, share) + 1, len(s2)))
+
+
+def tt_bond_caps(shape: Sequence[int], max_rank: int) -> List[int]:
+    """Bond dimensions of a tensor train with every bond at most ``max_rank``.
+
+    Bond ``k`` (between legs ``k`` and ``k+1``) can never exceed the rank of the
+    unfolding it cuts, so it is ``min(max_rank, I_0 ... I_k, I_{k+1} ... I_{N-1})``;
+    these are the bonds :func:`tt_svd` gives a generic tensor with
+    ``max_rank=max_rank``. With :func:`tt_n_params` they count the numbers stored.
+
+    Parameters
+    ----------
+    shape : sequence of int ``[N]``, N >= 2
+    max_rank : int >= 1
+
+    Returns
+    -------
+    list of int ``[N - 1]``
+
+    Used in chapter 2.
+
+    >>> tt_bond_caps((2,) * 6, 4)
+    [2, 4, 4, 4, 2]
+    """
+    shp = _check_shape(shape, "shape", min_len=2)
+    max_rank = _check_int(max_rank, "max_rank")
+    return [min(max_rank, math.prod(shp[: k + 1]), math.prod(shp[k + 1:])) for k in range(len(shp) - 1)]
+
+
+def _check_shape(shape: Any, name: str, min_len: int = 1) -> Tuple[int, ...]:
+    if isinstance(shape, (str, bytes)) or isinstance(shape, numbers.Number):
+        raise TypeError(f"{name} must be a sequence of ints; got {shape!r}")
+    try:
+        shp = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of ints; got {shape!r}") from None
+    if len(shp) < min_len:
+        raise ValueError(f"{name} must have at least {min_len} entries; got {shp}")
+    return tuple(_check_int(d, f"{name}[{k}]") for k, d in enumerate(shp))
+
+
+def plot_rank_sweep(results: dict, axes, title: str, size: Optional[int] = None,
+                    logx: bool = False, bottom: Optional[float] = None):
+    """Draw a :func:`rank_sweep` result: error against the rank knob and against numbers stored.
+
+    Parameters
+    ----------
+    results : dict, as returned by :func:`rank_sweep`
+    axes : two matplotlib axes (left: error against rank; right: error
+        against parameter count, log-log)
+    title : str
+    size : int, optional
+        Size of the full tensor, drawn as a dotted vertical line on the right.
+    logx : bool
+        Log scale for the rank axis too.
+    bottom : float, optional
+        Zoom the error axes to ``[bottom, 1.5]``; exact points then fall
+        below the axes.
+
+    Returns
+    -------
+    axes
+
+    Used in chapter 2.
+    """
+    if not isinstance(results, dict) or not results:
+        raise TypeError(f"results must be rank_sweep's dict; got {type(results).__name__}")
+    try:
+        ax_rank, ax_params = axes
+    except (TypeError, ValueError):
+        raise TypeError("axes must be a pair of matplotlib axes") from None
+    for name, res in results.items():
+        _check_curve(res, f"results[{name!r}]", keys=("rank", "error", "params"))
+        if not res["rank"]:
+            continue
+        kw = dict(color=DECOMPOSITION_COLORS.get(name), marker="o", ms=3, label=name)
+        ax_rank.semilogy(res["rank"], error_floor(res["error"]), **kw)
+        ax_params.loglog(res["params"], error_floor(res["error"]), **kw)
+    ax_rank.set(xlabel="rank knob ($r$, $R$ or $\\chi$)", ylabel="relative error", title=title)
+    ax_params.set(xlabel="numbers stored", title=title)
+    if logx:
+        ax_rank.set_xscale("log")
+    if bottom is not None:
+        for ax in (ax_rank, ax_params):
+            ax.set_ylim(bottom=bottom, top=1.5)
+    if size is not None:
+        ax_params.axvline(size, color="gray", ls=":", lw=1)
+    ax_rank.legend(frameon=False, fontsize=8)
+    return axes
+
+
+# ---------------------------------------------------------------------------
 # a trained attention model whose circuits chapter 2 decomposes
 # ---------------------------------------------------------------------------
 
@@ -1839,20 +2232,55 @@ def lookup_config(seed: int = 0, n_positions: int = 8, n_tokens: int = 16):
     )
 
 
-def train_lookup_model(seed: int = 0, steps: int = 800, progress: Optional[bool] = False):
+LOOKUP_MODEL = "lookup_1l"
+LOOKUP_MODEL_NO_DECAY = "lookup_1l_nowd"
+
+
+def _check_weight_decay(weight_decay: Any) -> float:
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real):
+        raise TypeError(f"weight_decay must be a number; got {weight_decay!r} ({type(weight_decay).__name__})")
+    if not math.isfinite(weight_decay) or weight_decay < 0:
+        raise ValueError(f"weight_decay must be finite and >= 0; got {weight_decay}")
+    return float(weight_decay)
+
+
+@recipe(LOOKUP_MODEL, "chapter 2: 1-layer attention-only model on the look-up task (AdamW, weight decay 1.0)")
+def train_lookup_model(seed: int = 0, steps: int = 800, weight_decay: float = 1.0,
+                       progress: Optional[bool] = False):
     """Train :func:`lookup_config`'s model on :func:`lookup_task`; returns ``(model, TrainResult)``.
 
-    AdamW (lr 3e-3, weight decay 1.0, batch 512) on 8192 sequences; the test
-    accuracy on 2048 fresh sequences is logged as ``test_acc``. About 8 s on
-    one CPU core; reaches 100% test accuracy within a hundred steps. The
-    weight decay is what makes the circuits' effective rank smaller than
-    ``d_head``: directions the task does not use decay away.
+    AdamW (lr 3e-3, batch 512, 50 warm-up steps) on 8192 sequences; the test
+    accuracy on 2048 fresh sequences is logged every 50 steps as ``test_acc``.
+    Runs on one torch thread, so a re-run reproduces the shipped checkpoint
+    (``store.load("lookup_1l")``) up to the last bits of float32 rounding.
+    About 20 s on one busy CPU core; reaches 100% test accuracy within a few
+    hundred steps.
 
-    Used in chapter 2.
+    Parameters
+    ----------
+    seed : int
+        Seeds the model's initialisation, the data and the batch order.
+    steps : int
+        Optimiser steps.
+    weight_decay : float
+        AdamW's decoupled weight decay; the chapter compares 1.0 (the
+        ``lookup_1l`` checkpoint) with 0.0 (``lookup_1l_nowd``).
+    progress : bool or None
+        Progress bar (``None``: only in a terminal).
+
+    Returns
+    -------
+    model : helpers.transformer.HookedTransformer
+    result : helpers.training.TrainResult
+
+    Used in chapter 2 (through the store: ``store.train_or_load("lookup_1l")``).
     """
-    from helpers.training import accuracy, cross_entropy, train
+    from helpers.training import accuracy, cross_entropy, torch_threads, train
     from helpers.transformer import HookedTransformer
 
+    seed = _check_int(seed, "seed", minimum=0)
+    steps = _check_int(steps, "steps")
+    weight_decay = _check_weight_decay(weight_decay)
     cfg = lookup_config(seed)
     n_positions, n_tokens = cfg.n_ctx - 1, cfg.d_vocab_out
     model = HookedTransformer(cfg)
@@ -1866,12 +2294,26 @@ def train_lookup_model(seed: int = 0, steps: int = 800, progress: Optional[bool]
         logits = m(test_tokens, read_positions=[-1])[:, 0]
         return {"test_acc": accuracy(logits, test_targets), "test_loss": cross_entropy(logits, test_targets).item()}
 
-    result = train(
-        model, data, loss_fn, steps=steps, lr=3e-3, weight_decay=1.0, warmup_steps=50,
-        batch_size=512, seed=seed, log_every=50, metrics_fn=metrics, progress=progress,
-        description="look-up model",
-    )
+    with torch_threads(1):
+        result = train(
+            model, data, loss_fn, steps=steps, lr=3e-3, weight_decay=weight_decay, warmup_steps=50,
+            batch_size=512, seed=seed, log_every=50, metrics_fn=metrics, progress=progress,
+            description="look-up model",
+        )
     return model, result
+
+
+@recipe(LOOKUP_MODEL_NO_DECAY, "chapter 2: the look-up model trained without weight decay (control)")
+def train_lookup_model_no_decay(seed: int = 0, steps: int = 800, progress: Optional[bool] = False):
+    """:func:`train_lookup_model` with ``weight_decay=0``: the control run of chapter 2.
+
+    Everything else (data, initialisation, batch order, optimiser) is the same,
+    so the difference between the two checkpoints' circuits is what weight
+    decay does.
+
+    Used in chapter 2 (``store.train_or_load("lookup_1l_nowd")``).
+    """
+    return train_lookup_model(seed=seed, steps=steps, weight_decay=0.0, progress=progress)
 
 
 def attention_circuits(model) -> Tuple[np.ndarray, np.ndarray]:

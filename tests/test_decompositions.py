@@ -551,3 +551,244 @@ def test_train_lookup_model_learns_the_task_with_low_rank_circuits():
     s = np.linalg.svd(W_QK[0, 0], compute_uv=False)
     energy = np.cumsum(s**2) / np.sum(s**2)
     assert energy[7] > 0.9  # weight decay leaves far fewer than d_head = 16 directions
+
+
+# ---------------------------------------------------------------------------
+# comparing decompositions: rank sweeps and the numbers read off them
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape, ranks", [((8, 9, 10), (2, 3, 3)), ((6, 7, 5, 4), (3, 2, 3, 2))])
+def test_rank_sweep_finds_the_true_ranks_and_counts_like_n_params(shape, ranks):
+    T = D.random_tucker_tensor(shape, ranks, seed=2)
+    knobs = [1, 2, 3, 4, 5, 6]
+    res = D.rank_sweep(T, knobs, [], knobs, knobs)
+    assert list(res) == list(D.DECOMPOSITIONS) and res["CP"] == {"rank": [], "error": [], "params": []}
+    X = D.unfold(T, 0)
+    # the first exact rank is the rank of what each method cuts
+    assert D.first_exact_rank(res["SVD"]) == np.linalg.matrix_rank(X)
+    assert D.first_exact_rank(res["Tucker"]) == max(ranks)
+    assert D.first_exact_rank(res["TT"]) == max(unfolding_rank(T, k) for k in range(len(shape) - 1))
+    for name in ("SVD", "TT"):  # truncating less never hurts
+        assert np.all(np.diff(res[name]["error"]) <= 1e-12), (name, res[name]["error"])
+    for r, p in zip(knobs, res["SVD"]["params"]):
+        assert p == D.svd_n_params(X.shape, r)
+    for r, p in zip(knobs, res["Tucker"]["params"]):
+        assert p == D.tucker_n_params(shape, [min(r, d) for d in shape])
+    for r, e in zip(knobs, res["SVD"]["error"]):  # Eckart-Young on the unfolding
+        s = np.linalg.svd(X, compute_uv=False)
+        assert abs(e - np.sqrt(np.sum(s[r:] ** 2)) / np.linalg.norm(X)) < 1e-10
+
+
+def test_rank_sweep_cp_is_exact_at_the_cp_rank():
+    T = D.random_cp_tensor((9, 10, 11), 3, seed=4)
+    res = D.rank_sweep(T, [], [1, 2, 3], [], [])
+    assert D.first_exact_rank(res["CP"]) == 3
+    assert all(p == D.cp_n_params(T.shape, r) for r, p in zip([1, 2, 3], res["CP"]["params"]))
+
+
+def test_rank_sweep_per_slice_svd_is_eckart_young_head_by_head():
+    rng = np.random.default_rng(5)
+    # a stack of 3 matrices of ranks 2, 4 and 3, like per-head circuits [n_heads, d_model, d_model]
+    W = np.stack([rng.standard_normal((12, k)) @ rng.standard_normal((k, 12)) for k in (2, 4, 3)])
+    res = D.rank_sweep(W, [1, 2, 3, 4], [], [], [], svd="slices")
+    sv = [np.linalg.svd(W[h], compute_uv=False) for h in range(3)]
+    for r, e, p in zip(*(res["SVD"][k] for k in ("rank", "error", "params"))):
+        discarded = sum(np.sum(s[r:] ** 2) for s in sv)
+        assert abs(e - np.sqrt(discarded) / np.linalg.norm(W)) < 1e-10
+        assert p == 3 * D.svd_n_params((12, 12), r)
+    assert D.first_exact_rank(res["SVD"]) == 4  # the largest slice rank
+
+
+def test_rank_sweep_matches_a_by_hand_tensor_train():
+    T = np.random.default_rng(6).standard_normal((5, 6, 7))
+    res = D.rank_sweep(T, [], [], [], [2, 5])
+    for chi, e, p in zip([2, 5], res["TT"]["error"], res["TT"]["params"]):
+        tt = D.tt_svd(T, max_rank=chi)
+        assert e == pytest.approx(D.relative_error(T, tt.reconstruct()), abs=1e-12) and p == tt.n_params
+
+
+@pytest.mark.parametrize("shape", [(2,) * 7, (3, 4, 5), (6, 2, 2, 9), (5, 30, 2)])
+@pytest.mark.parametrize("chi", [1, 3, 8])
+def test_tt_bond_caps_are_the_bonds_tt_svd_gives_a_generic_tensor(shape, chi):
+    T = np.random.default_rng(7).standard_normal(shape)
+    caps = D.tt_bond_caps(shape, chi)
+    assert tuple(caps) == D.tt_svd(T, max_rank=chi).ranks
+    assert D.tt_n_params(shape, caps) == D.tt_svd(T, max_rank=chi).n_params
+    assert all(1 <= c <= chi for c in caps)
+
+
+@given(st.lists(st.floats(1e-6, 1.0), min_size=1, max_size=12), st.floats(1e-6, 1.0))
+@settings(max_examples=50, deadline=None)
+def test_params_for_error_is_the_cheapest_point_under_the_target(errors, target):
+    params = list(range(10, 10 * (len(errors) + 1), 10))[::-1]  # not sorted: any order works
+    curve = {"params": params, "error": errors, "rank": list(range(len(errors)))}
+    p = D.params_for_error(curve, target)
+    if p is None:
+        assert min(errors) > target
+    else:
+        assert errors[params.index(p)] <= target
+        assert all(e > target for q, e in zip(params, errors) if q < p)
+
+
+@given(st.lists(st.floats(1e-12, 1.0), min_size=1, max_size=12), st.floats(1e-13, 1e-1))
+@settings(max_examples=50, deadline=None)
+def test_first_exact_rank_is_the_first_rank_below_tol(errors, tol):
+    curve = {"rank": list(range(1, len(errors) + 1)), "error": errors}
+    r = D.first_exact_rank(curve, tol)
+    if r is None:
+        assert min(errors) >= tol
+    else:
+        assert errors[r - 1] < tol and all(e >= tol for e in errors[: r - 1])
+
+
+def test_interpolate_error_is_exact_on_power_laws_and_at_the_knots():
+    p = np.array([10.0, 100.0, 3000.0, 5e4])
+    e = 2.0 * p ** -0.7
+    for x in [10.0, 37.0, 100.0, 999.0, 5e4]:
+        assert D.interpolate_error(p, e, x) == pytest.approx(2.0 * x ** -0.7, rel=1e-12)
+    assert D.interpolate_error(p, e, 1.0) == pytest.approx(e[0])  # no extrapolation
+    assert D.interpolate_error(p, e, 1e9) == pytest.approx(e[-1])
+    # between two knots the value lies between the knots' values
+    rng = np.random.default_rng(8)
+    e2 = np.sort(rng.uniform(1e-3, 1, 4))[::-1]
+    for x in np.geomspace(10, 5e4, 25):
+        v = D.interpolate_error(p, e2, x)
+        k = np.searchsorted(p, x)
+        lo, hi = (e2[max(k - 1, 0)], e2[min(k, 3)])
+        assert min(lo, hi) * (1 - 1e-12) <= v <= max(lo, hi) * (1 + 1e-12)
+
+
+@given(st.integers(2, 12), st.integers(2, 12), st.floats(0.05, 1.0), st.integers(0, 10**6))
+@settings(max_examples=40, deadline=None)
+def test_energy_rank_is_the_eckart_young_rank_for_the_share(m, n, share, seed):
+    M = np.random.default_rng(seed).standard_normal((m, n))
+    r = D.energy_rank(M, share)
+    assert 1 <= r <= min(m, n)
+    total = np.linalg.norm(M) ** 2
+    kept = lambda k: total - np.linalg.norm(M - D.svd_truncate(M, k).reconstruct()) ** 2  # noqa: E731
+    assert kept(r) >= share * total * (1 - 1e-12)
+    if r > 1:
+        assert kept(r - 1) < share * total
+    # invariant under scaling and orthogonal changes of basis
+    Q, _ = np.linalg.qr(np.random.default_rng(seed + 1).standard_normal((m, m)))
+    assert D.energy_rank(3.0 * Q @ M, share) == r
+
+
+def test_energy_rank_of_an_exactly_low_rank_matrix_and_torch_input():
+    rng = np.random.default_rng(9)
+    M = rng.standard_normal((20, 3)) @ rng.standard_normal((3, 15))
+    assert D.energy_rank(M, 1.0) <= 3 and D.energy_rank(torch.tensor(M), 1.0) == D.energy_rank(M, 1.0)
+    assert D.energy_rank(M, 1.0 - 1e-9) == 3
+
+
+def test_error_floor():
+    e = D.error_floor([0.0, 1e-20, 0.3, -1.0], floor=1e-12)
+    assert np.all(e >= 1e-12) and e[2] == 0.3
+    assert D.error_floor(np.zeros((2, 3))).shape == (2, 3)
+
+
+def test_plot_rank_sweep_draws_one_line_per_decomposition():
+    import matplotlib.pyplot as plt
+
+    T = D.random_tucker_tensor((6, 6, 6), (2, 2, 2), seed=0)
+    res = D.rank_sweep(T, [1, 2, 3], [], [1, 2], [1, 2, 3])
+    fig, axes = plt.subplots(1, 2)
+    D.plot_rank_sweep(res, axes, "t", size=T.size, logx=True, bottom=1e-3)
+    assert len(axes[0].get_lines()) == 3  # CP was skipped
+    assert len(axes[1].get_lines()) == 4  # three curves and the full-size line
+    assert axes[0].get_ylim() == pytest.approx((1e-3, 1.5))
+    with pytest.raises(TypeError, match="axes must be a pair"):
+        D.plot_rank_sweep(res, axes[0], "t")
+    plt.close(fig)
+
+
+CURVE = {"rank": [1, 2], "error": [0.5, 0.1], "params": [10, 20]}
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: D.rank_sweep(GOOD, 3), TypeError, "svd_ranks must be a sequence of ints"),
+        (lambda: D.rank_sweep(GOOD, [], [0]), ValueError, r"cp_ranks\[0\] must be >= 1"),
+        (lambda: D.rank_sweep(GOOD, [], [], [1.5]), TypeError, r"tucker_ranks\[0\] must be an integer"),
+        (lambda: D.rank_sweep(GOOD, [4]), ValueError, "svd_ranks has 4, more than"),
+        (lambda: D.rank_sweep(GOOD, [1], svd="heads"), ValueError, 'svd must be "unfold" or "slices"'),
+        (lambda: D.rank_sweep(np.ones((3, 4)), [1]), ValueError, "T must have at least 3 ways"),
+        (lambda: D.rank_sweep(np.ones((2, 3, 4, 5)), [1], svd="slices"), ValueError, "T must have exactly 3 ways"),
+        (lambda: D.rank_sweep(GOOD, [1], cp_iter=0), ValueError, "cp_iter must be >= 1"),
+        (lambda: D.first_exact_rank([0.1, 0.2]), TypeError, "curve must be one entry of rank_sweep"),
+        (lambda: D.first_exact_rank({"rank": [1, 2], "error": [0.1]}), ValueError, "equal lengths"),
+        (lambda: D.first_exact_rank(CURVE, tol=0), ValueError, "tol must be a positive number"),
+        (lambda: D.params_for_error({"rank": [1], "error": [0.1]}), TypeError, r"keys \['params', 'error'\]"),
+        (lambda: D.params_for_error(CURVE, target=-1), ValueError, "target must be a positive number"),
+        (lambda: D.interpolate_error([1, 2], [0.5], 1.5), ValueError, "equal length"),
+        (lambda: D.interpolate_error([2, 1], [0.5, 0.2], 1.5), ValueError, "strictly increasing"),
+        (lambda: D.interpolate_error([1, 2], [0.5, 0.0], 1.5), ValueError, "must be positive"),
+        (lambda: D.interpolate_error([1, 2], [0.5, 0.2], 0), ValueError, "at must be a positive number"),
+        (lambda: D.energy_rank(GOOD), ValueError, "M must have exactly 2 ways"),
+        (lambda: D.energy_rank(np.eye(3), share=0), ValueError, r"share must be a number in \(0, 1\]"),
+        (lambda: D.energy_rank(np.eye(3), share=1.5), ValueError, r"share must be a number in \(0, 1\]"),
+        (lambda: D.energy_rank(np.zeros((3, 3))), ValueError, "M is all zeros"),
+        (lambda: D.tt_bond_caps((4,), 2), ValueError, "shape must have at least 2 entries"),
+        (lambda: D.tt_bond_caps(4, 2), TypeError, "shape must be a sequence of ints"),
+        (lambda: D.tt_bond_caps((4, 0), 2), ValueError, r"shape\[1\] must be >= 1"),
+        (lambda: D.tt_bond_caps((4, 4), 0), ValueError, "max_rank must be >= 1"),
+        (lambda: D.error_floor([0.1], floor=0), ValueError, "floor must be a positive number"),
+        (lambda: D.error_floor([np.nan]), ValueError, "errors contains NaN"),
+        (lambda: D.plot_rank_sweep({}, None, "t"), TypeError, "results must be rank_sweep's dict"),
+        (lambda: D.train_lookup_model(weight_decay=-1.0), ValueError, "weight_decay must be finite and >= 0"),
+        (lambda: D.train_lookup_model(weight_decay="a"), TypeError, "weight_decay must be a number"),
+        (lambda: D.train_lookup_model(steps=0), ValueError, "steps must be >= 1"),
+    ],
+)
+def test_bad_input_to_the_comparison_helpers_names_the_argument(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+# ---------------------------------------------------------------------------
+# the shipped look-up checkpoints (store recipes)
+# ---------------------------------------------------------------------------
+
+
+def _accuracy(model, seed=4242):
+    tokens, targets = D.lookup_task(2048, seed=seed)
+    with torch.no_grad():
+        logits = model(tokens, read_positions=[-1])[:, 0]
+    return float((logits.argmax(-1) == targets).float().mean())
+
+
+def test_lookup_recipes_are_registered_and_their_checkpoints_solve_the_task():
+    from helpers import store
+
+    assert {D.LOOKUP_MODEL, D.LOOKUP_MODEL_NO_DECAY} <= set(store.recipes())
+    for name in (D.LOOKUP_MODEL, D.LOOKUP_MODEL_NO_DECAY):
+        loaded = store.load(name)
+        assert _accuracy(loaded.model) > 0.99, name  # fresh sequences, not the logged test set
+        assert loaded.manifest["steps"] == 800
+    assert store.load(D.LOOKUP_MODEL).manifest["recipe_kwargs"]["weight_decay"] == 1.0
+
+
+def test_weight_decay_is_what_lowers_the_circuits_effective_rank():
+    """The claim of chapter 2: with weight decay every head needs fewer directions."""
+    from helpers import store
+
+    ranks = {}
+    for name in (D.LOOKUP_MODEL, D.LOOKUP_MODEL_NO_DECAY):
+        W_QK, W_OV = D.attention_circuits(store.load(name).model)
+        ranks[name] = [[D.energy_rank(W[0, h]) for h in range(W.shape[1])] for W in (W_QK, W_OV)]
+    for decayed, control in zip(ranks[D.LOOKUP_MODEL], ranks[D.LOOKUP_MODEL_NO_DECAY]):
+        assert max(decayed) < min(control)
+
+
+@pytest.mark.slow
+def test_lookup_recipe_reproduces_the_shipped_checkpoint():
+    from helpers import store
+
+    model, result = D.train_lookup_model(**{k: v for k, v in store.load(D.LOOKUP_MODEL).manifest[
+        "recipe_kwargs"].items() if k != "progress"})
+    shipped = store.load(D.LOOKUP_MODEL).model.state_dict()
+    for key, value in model.state_dict().items():  # float32 rounding differs between CPUs: a tolerance
+        assert torch.allclose(value, shipped[key], atol=1e-3, rtol=1e-3), key
+    assert result.final()["test_acc"] > 0.99
