@@ -77,7 +77,9 @@ def solution_qk_order(n_pos: int = 64, d_model: int = 512, d_head: int = 64) -> 
     * ``"queries_keys"``: form queries ``x W_Q`` and keys ``x W_K`` first,
       then their product -- ``2 n d_model d_head`` multiply-adds per side.
     * ``"qk_matrix"``: form the ``d_model x d_model`` matrix ``W_Q W_K^T``
-      first -- worthwhile only when it is reused for many inputs.
+      first. With ``d_head <= d_model / 2`` this order costs more per input
+      even when the matrix is formed once for free: the ``d_model`` leg, not
+      the ``d_head`` leg, stays open between the steps.
 
     Returns
     -------
