@@ -66,7 +66,7 @@ __all__ = [
     "circular_correlation", "mean_resultant_length", "neuron_weights", "rotation_logits",
     "integral_logits", "lens_logits", "quadrature_rectangles", "QuadratureBound", "quadrature_bound",
     "brute_force_error", "harmonic_share", "fold_freq", "synthetic_pizza", "harmonic_logits", "lens_summary",
-    "nonadditive_share",
+    "nonadditive_share", "synthetic_factored", "time_bound_and_brute",
 ]
 
 INTEGRAL_CONSTANT = 2.0 / 3.0
@@ -876,3 +876,57 @@ def synthetic_pizza(p: int, d_mlp: int = 512, n_freqs: int = 5, seed: int = 0) -
     keys = rng.choice(np.arange(1, (p - 1) // 2 + 1), size=n_freqs, replace=False)
     freq = keys[np.arange(d_mlp) % n_freqs]
     return freq, rng.uniform(-np.pi, np.pi, d_mlp), rng.uniform(0.5, 1.5, d_mlp)
+
+
+def synthetic_factored(p: int, d_mlp: int = 512, n_freqs: int = 5, seed: int = 0) -> FactoredMLP:
+    """An ideal pizza MLP with the shapes of a real one (:func:`synthetic_pizza`'s rule as weights).
+
+    ``pre_a = pre_b = A cos(w_k x + phi)`` with ``A = sqrt(m)``, output rows
+    ``sqrt(m) cos(w_k c + 2 phi)``, no direct path. For timing the bound
+    against brute force at any ``p`` without training a model.
+
+    Used in chapter 5 (the cost-vs-p benchmark).
+    """
+    freq, phase, m = synthetic_pizza(p, d_mlp, n_freqs, seed)
+    x = np.arange(p)
+    w = 2 * np.pi * freq / p
+    A = np.sqrt(m)
+    pre = A * np.cos(np.outer(x, w) + phase)
+    out = A[:, None] * np.cos(np.outer(w, x) + 2 * phase[:, None])
+    z = np.zeros((p, p))
+    return FactoredMLP(p=p, pre_a=pre, pre_b=pre.copy(), pre_const=np.zeros(d_mlp), neuron_logits=out,
+                       direct_a=z, direct_b=z.copy(), direct_const=np.zeros(p))
+
+
+def time_bound_and_brute(mlp: FactoredMLP, n_grid: int = 2048, repeats: int = 3) -> dict:
+    """Time the bound (fits + :func:`quadrature_bound`) and the brute-force maximum on one factored MLP.
+
+    The bound's pipeline reads only the ``[p, d_mlp]`` and ``[d_mlp, p]``
+    factors (FFT fits, then ``O(d_mlp n_grid)``); the brute force evaluates the
+    finite and the integral logits on all ``p^3`` triples. Each is timed
+    ``repeats`` times, interleaved, and the median kept.
+
+    Returns
+    -------
+    dict with ``p``, ``bound``, ``brute``, ``bound_s``, ``brute_s``, ``ratio`` (brute_s / bound_s)
+
+    Used in chapter 5.
+    """
+    import time
+
+    if not isinstance(mlp, FactoredMLP):
+        raise TypeError(f"mlp must be a FactoredMLP, got {type(mlp).__name__}")
+    tb, tf = [], []
+    for _ in range(max(1, int(repeats))):
+        t0 = time.perf_counter()
+        fit = fit_neurons_factored(mlp)
+        out = fit_output_phases(mlp.neuron_logits, fit.freq)
+        m = neuron_weights(fit, out)
+        b = quadrature_bound(fit.freq, fit.phase, m, n_grid=n_grid)
+        t1 = time.perf_counter()
+        bf = brute_force_error(fit.freq, fit.phase, m, mlp.p)
+        t2 = time.perf_counter()
+        tb.append(t1 - t0)
+        tf.append(t2 - t1)
+    bs, fs = float(np.median(tb)), float(np.median(tf))
+    return dict(p=mlp.p, bound=b.bound, brute=bf, bound_s=bs, brute_s=fs, ratio=fs / bs)
