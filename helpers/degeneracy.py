@@ -72,7 +72,7 @@ __all__ = [
     "LayerBasis", "interaction_basis", "pca_basis", "neuron_basis", "layer_jacobians",
     "edge_weights", "edges_for_mass", "graph_modules",
     # singular learning theory
-    "sublevel_volume", "sgld_llc",
+    "sublevel_volume",
 ]
 
 
@@ -793,8 +793,10 @@ def graph_modules(E: Sequence[np.ndarray], seed: int = 0, mass: float = 0.9):
     """Cluster the interaction graph with networkx's Louvain method.
 
     Nodes are ``(layer, index)``; the undirected edge weights are the square
-    roots of ``E`` (root-mean-square interaction strengths); only the
-    strongest edges carrying ``mass`` of the total weight are kept.
+    roots of ``E`` (root-mean-square interaction strengths); in each
+    layer-to-layer graph only the strongest edges carrying ``mass`` of that
+    graph's weight are kept (layers differ in scale, so a pooled cut would
+    keep one layer only).
 
     Returns ``(graph, communities)``, communities as a list of sets of nodes,
     largest first.
@@ -807,11 +809,11 @@ def graph_modules(E: Sequence[np.ndarray], seed: int = 0, mass: float = 0.9):
     for l, e in enumerate(E):
         G.add_nodes_from((l, i) for i in range(e.shape[0]))
         G.add_nodes_from((l + 1, j) for j in range(e.shape[1]))
-    allw = np.concatenate([np.asarray(e).ravel() for e in E])
-    k = edges_for_mass(list(E), mass)
-    cut = np.sort(allw)[::-1][k - 1] if k > 0 else np.inf
     for l, e in enumerate(E):
-        for i, j in zip(*np.nonzero(np.asarray(e) >= cut)):
+        e = np.asarray(e)
+        k = edges_for_mass(e, mass)
+        cut = np.sort(e.ravel())[::-1][k - 1] if k > 0 else np.inf
+        for i, j in zip(*np.nonzero(e >= cut)):
             G.add_edge((l, int(i)), (l + 1, int(j)), weight=float(np.sqrt(e[i, j])))
     comms = nx.community.louvain_communities(G, weight="weight", seed=seed)
     comms = sorted((set(c) for c in comms), key=lambda c: (-len(c), min(c)))
@@ -819,7 +821,7 @@ def graph_modules(E: Sequence[np.ndarray], seed: int = 0, mass: float = 0.9):
 
 
 # ---------------------------------------------------------------------------
-# Singular learning theory: volume scaling and an SGLD estimate of the LLC
+# Singular learning theory: how the volume of near-optimal weights scales
 # ---------------------------------------------------------------------------
 def sublevel_volume(loss_fn: Callable[[np.ndarray], np.ndarray], eps: Sequence[float], dim: int = 2,
                     n: int = 200_000, radius: float = 1.0, seed: int = 0) -> np.ndarray:
@@ -840,51 +842,3 @@ def sublevel_volume(loss_fn: Callable[[np.ndarray], np.ndarray], eps: Sequence[f
     vals = np.asarray(loss_fn(w))
     box = (2 * radius) ** dim
     return np.array([box * np.mean(vals < e) for e in eps])
-
-
-def sgld_llc(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], n: int, *, steps: int = 300,
-             burn_in: int = 100, lr: float = 1e-4, gamma: float = 100.0, n_chains: int = 4, seed: int = 0
-             ) -> tuple[np.ndarray, dict]:
-    """Estimate the local learning coefficient by SGLD (full-batch gradients), one value per chain.
-
-    ``lambda_hat = n beta (E_w[L_n(w)] - L_n(w*))`` with ``beta = 1 / log n``,
-    ``w`` sampled from ``exp(-n beta L_n(w) - gamma/2 |w - w*|^2)`` around the
-    trained weights ``w*`` (Lau et al.'s estimator). ``loss_fn(model)`` is the
-    mean loss over the ``n`` training examples.
-
-    Returns ``(estimates [n_chains], {"losses": [n_chains, steps]})``.
-
-    Used in chapter 7.
-    """
-    if n < 2:
-        raise ValueError(f"n must be the number of training examples (>= 2), got {n!r}")
-    beta = 1.0 / math.log(n)
-    params = [p for p in model.parameters()]
-    star = [p.detach().clone() for p in params]
-    with torch.no_grad():
-        l0 = float(loss_fn(model))
-    gen = torch.Generator().manual_seed(seed)
-    est, traces = [], []
-    for _ in range(n_chains):
-        with torch.no_grad():
-            for p, s in zip(params, star):
-                p.copy_(s)
-        losses = []
-        for _t in range(steps):
-            for p in params:
-                p.grad = None
-            loss = loss_fn(model)
-            loss.backward()
-            with torch.no_grad():
-                for p, s in zip(params, star):
-                    drift = n * beta * p.grad + gamma * (p - s)
-                    noise = torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device)
-                    p.add_(-0.5 * lr * drift + math.sqrt(lr) * noise)
-            losses.append(float(loss))
-        traces.append(losses)
-        est.append(n * beta * (np.mean(losses[burn_in:]) - l0))
-    with torch.no_grad():
-        for p, s in zip(params, star):
-            p.copy_(s)
-            p.grad = None
-    return np.array(est), {"losses": np.array(traces), "loss_star": l0}
