@@ -832,7 +832,7 @@ def sublevel_volume(loss_fn: Callable[[np.ndarray], np.ndarray], eps: Sequence[f
     minimum and smaller when directions are free.
 
     >>> v = sublevel_volume(lambda w: (w ** 2).sum(1), [1e-2, 1e-4])
-    >>> 0.8 < np.log(v[0] / v[1]) / np.log(100) < 1.2
+    >>> bool(0.8 < np.log(v[0] / v[1]) / np.log(100) < 1.2)
     True
 
     Used in chapter 7.
