@@ -126,7 +126,9 @@ def _model_class(qualname: str, path: Path) -> type:
 
 
 def _ensure_default_classes() -> None:
-    if not _CLASSES:
+    # Checked by name, not by "is the registry empty": a chapter module that
+    # registers its own class first must not hide the transformer.
+    if "helpers.transformer.HookedTransformer" not in _CLASSES:
         from helpers.transformer import HookedTransformer
 
         register_model_class(HookedTransformer)
