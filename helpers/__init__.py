@@ -30,6 +30,7 @@ __all__ = [
     "circuits",
     "modular",
     "integration",
+    "degeneracy",
 ]
 
 
