@@ -108,7 +108,6 @@ __all__ = [
     "train_induction_2l",
     "train_induction_1l",
     "train_induction_1l_fixed",
-    "INDUCTION_DEFAULTS",
     # exercises
     "solution_path_expansion",
     "check_path_expansion",
@@ -1459,10 +1458,6 @@ def induction_head_model(d_vocab: int, n_ctx: int, *, bos: int = 0, attn_strengt
 # ---------------------------------------------------------------------------
 # Trained models: recipes and their training function
 # ---------------------------------------------------------------------------
-#: Settings shared by the chapter's trained models.
-INDUCTION_DEFAULTS = dict(d_vocab=48, n_ctx=48, d_model=64, n_heads=4, seq_len=(6, 20), eval_seq_len=20)
-
-
 def induction_config(n_layers: int = 2, *, d_vocab: int = 48, n_ctx: int = 48, d_model: int = 64,
                      n_heads: int = 4, seed: int = 0) -> TransformerConfig:
     """Config of the chapter's trained models: attention-only, no LayerNorm, learned positions.
