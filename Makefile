@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make book   build the HTML book into _build/html (sets everything up itself)
 #   make test   unit tests + doctests, a clean build of the whole book, HTML checks
-# Others: make unit (quick tests), make page PAGE=book/x.md (execute one page),
+# Others: make unit (lint + quick tests), make lint, make page PAGE=book/x.md (execute one page),
 #         make checkpoints [ONLY=name,...] (retrain shipped models), make bench.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -18,7 +18,7 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 # is busy on a 2-core machine; torch keeps its own thread pool.
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: book test unit html-check page checkpoints bench clean venv vendor build-html
+.PHONY: book test unit lint html-check page checkpoints bench clean venv vendor build-html
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,8 +41,12 @@ book: build-html
 	@echo ""
 	@echo "The book is built: open $(abspath _build/html/index.html) in a browser."
 
-unit: venv
+unit: venv lint
 	$(BIN)/python -m pytest -q -m "not slow and not html and not build"
+
+# pyflakes, import order, pyupgrade (one typing dialect); configured in pyproject.toml.
+lint: venv
+	$(BIN)/ruff check helpers tests tools benchmarks
 
 # A second pass runs the reproducibility tests with another CPU kernel path
 # (float32 rounds differently there), so no test can assume bit-identity with a

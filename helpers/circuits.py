@@ -108,7 +108,6 @@ __all__ = [
     "train_induction_2l",
     "train_induction_1l",
     "train_induction_1l_fixed",
-    "INDUCTION_DEFAULTS",
     # exercises
     "solution_path_expansion",
     "check_path_expansion",
@@ -257,7 +256,7 @@ def full_qk_circuit(model: HookedTransformer, layer: int, head: int, query: str 
     -------
     Tensor ``[d_vocab or n_ctx, d_vocab or n_ctx]``.
 
-    Used in chapter 3.
+    Chapter 3 uses it through :func:`positional_pattern`.
 
     >>> m = induction_head_model(d_vocab=6, n_ctx=5)
     >>> pp = full_qk_circuit(m, 0, 0, "pos", "pos")      # previous-token head
@@ -377,7 +376,7 @@ def composition_score(A, B) -> torch.Tensor:
     -------
     Tensor ``[...]``
 
-    Used in chapter 3.
+    Chapter 3 uses it through :func:`composition_baseline` and :func:`rotated_baseline`.
 
     >>> P = torch.diag(torch.tensor([1., 1., 0., 0.]))
     >>> Q = torch.diag(torch.tensor([0., 0., 1., 1.]))
@@ -411,7 +410,7 @@ def composition_scores(model: HookedTransformer, kind: str = "K", layer0: int = 
     -------
     Tensor ``[n_heads (layer0), n_heads (layer1)]`` of :func:`composition_score`.
 
-    Used in chapter 3.
+    Chapter 3 uses it through :func:`all_composition_scores`.
 
     >>> m = induction_head_model(d_vocab=6, n_ctx=5)
     >>> [round(float(composition_scores(m, k)[0, 0]), 3) for k in "QKV"]   # only K-composition
@@ -635,7 +634,7 @@ def induction_score(pattern, seq_len, start=1) -> torch.Tensor:
     Tensor ``pattern.shape[:-2]`` (float64): the score of each pattern; average
     over the batch axis yourself (or use :func:`head_scores`).
 
-    Used in chapter 3.
+    Chapter 3 uses it through :func:`head_scores`.
 
     >>> n = 3; pos = 2 * n + 1
     >>> ideal = torch.zeros(pos, pos)
@@ -653,7 +652,7 @@ def duplicate_token_score(pattern, seq_len, start=1) -> torch.Tensor:
     The mean of ``A[q, q-n]`` over the second copy (the diagonal at offset
     ``-n``). Arguments and shapes as :func:`induction_score`.
 
-    Used in chapter 3.
+    Chapter 3 uses it through :func:`head_scores`.
 
     >>> n = 2; ideal = torch.zeros(5, 5); ideal[3, 1] = ideal[4, 2] = 1
     >>> float(duplicate_token_score(ideal, n))
@@ -858,7 +857,7 @@ def copying_score(M) -> float:
     ----------
     M : Tensor ``[d_vocab, d_vocab]``
 
-    Used in chapter 3.
+    Chapter 3 uses it through :func:`ov_copying_scores`.
 
     >>> copying_score(torch.eye(5)), copying_score(torch.eye(5).roll(1, dims=1))
     (1.0, 0.0)
@@ -883,7 +882,7 @@ def eigenvalue_copying_score(M) -> float:
     ----------
     M : Tensor ``[n, n]``
 
-    Used in chapter 3.
+    Chapter 3 uses it through :func:`ov_copying_scores`.
 
     >>> eigenvalue_copying_score(torch.eye(4)), eigenvalue_copying_score(-torch.eye(4))
     (1.0, -1.0)
@@ -1168,7 +1167,7 @@ def lm_loss(model: HookedTransformer, batch) -> torch.Tensor:
 
     ``batch`` is ``(tokens,)`` with tokens ``[batch, pos]``, as :func:`train` passes it.
 
-    Used in chapter 3.
+    The loss of chapter 3's recipes; not used by a page.
     """
     tokens = batch[0]
     logits = model(tokens)
@@ -1268,7 +1267,7 @@ def ablation_hooks(model: HookedTransformer, heads, kind: str = "zero", referenc
 def run_ablated(model: HookedTransformer, tokens, heads, kind: str = "zero", reference=None, **kwargs) -> torch.Tensor:
     """Logits ``[batch, pos, d_vocab_out]`` with the chosen heads ablated (see :func:`ablation_hooks`).
 
-    Used in chapter 3.
+    Not used by a page; a library helper.
     """
     tokens = tokens.tokens if isinstance(tokens, RepeatData) else tokens
     if kind == "mean" and reference is None:
@@ -1359,7 +1358,7 @@ def induction_head_weights(d_vocab: int, n_ctx: int, *, bos: int = 0, attn_stren
     -------
     (TransformerConfig, dict of TransformerLens-named float64 tensors)
 
-    Used in chapter 3.
+    Chapter 3 uses it through :func:`induction_head_model`.
     """
     lay = induction_head_layout(d_vocab, n_ctx)
     V, N = d_vocab, n_ctx
@@ -1459,10 +1458,6 @@ def induction_head_model(d_vocab: int, n_ctx: int, *, bos: int = 0, attn_strengt
 # ---------------------------------------------------------------------------
 # Trained models: recipes and their training function
 # ---------------------------------------------------------------------------
-#: Settings shared by the chapter's trained models.
-INDUCTION_DEFAULTS = dict(d_vocab=48, n_ctx=48, d_model=64, n_heads=4, seq_len=(6, 20), eval_seq_len=20)
-
-
 def induction_config(n_layers: int = 2, *, d_vocab: int = 48, n_ctx: int = 48, d_model: int = 64,
                      n_heads: int = 4, seed: int = 0) -> TransformerConfig:
     """Config of the chapter's trained models: attention-only, no LayerNorm, learned positions.
@@ -1470,7 +1465,7 @@ def induction_config(n_layers: int = 2, *, d_vocab: int = 48, n_ctx: int = 48, d
     No normalization keeps every path a plain product of weight matrices, so
     the circuit scores of this module describe the model exactly.
 
-    Used in chapter 3.
+    The configuration of chapter 3's recipes; not used by a page.
     """
     if d_model % n_heads:
         raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
@@ -1508,7 +1503,7 @@ def train_induction(n_layers: int = 2, *, random_offset: bool = True, seed: int 
     -------
     (HookedTransformer, TrainResult)
 
-    Used in chapter 3.
+    Trains chapter 3's checkpoints (the recipes below); not used by a page.
     """
     n_layers = _check_int(n_layers, "n_layers", 1)
     cfg = induction_config(n_layers, d_vocab=d_vocab, n_ctx=n_ctx, d_model=d_model, n_heads=n_heads, seed=seed)

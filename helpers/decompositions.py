@@ -310,7 +310,7 @@ def fold(M: ArrayLike, mode: int, shape: Sequence[int]) -> ArrayLike:
     shape : sequence of int
         Shape of the tensor to rebuild.
 
-    Used in chapter 2.
+    Not used by a page; a library helper.
 
     >>> import numpy as np
     >>> T = np.arange(24.0).reshape(2, 3, 4)
@@ -361,7 +361,7 @@ def mode_dot(T: ArrayLike, M: ArrayLike, mode: int) -> ArrayLike:
     -------
     array or tensor, shape ``[I_0, ..., J, ..., I_{N-1}]``
 
-    Used in chapter 2.
+    Not used by a page; a library helper.
 
     >>> import numpy as np
     >>> mode_dot(np.ones((2, 3, 4)), np.ones((5, 3)), 1).shape
@@ -556,7 +556,7 @@ def svd_truncate(M: ArrayLike, rank: int) -> TruncatedSVD:
 def svd_reconstruct(U: ArrayLike, S: ArrayLike, Vh: ArrayLike) -> ArrayLike:
     """``U @ diag(S) @ Vh``, shapes ``[m, r]``, ``[r]``, ``[r, n]`` -> ``[m, n]``.
 
-    Used in chapter 2.
+    Chapter 2 uses it through :func:`reconstruct`.
 
     >>> import numpy as np
     >>> svd_reconstruct(np.eye(2), np.array([2.0, 1.0]), np.eye(2)).tolist()
@@ -664,7 +664,7 @@ def _cp_full(w: np.ndarray, fs: List[np.ndarray]) -> np.ndarray:
 def cp_n_params(shape: Sequence[int], rank: int) -> int:
     """Numbers stored by a rank-``rank`` CP decomposition: ``rank (sum_n I_n + 1)``.
 
-    Used in chapter 2.
+    Chapter 2 uses it through :func:`n_params`.
 
     >>> cp_n_params((10, 20, 30), 4)
     244
@@ -1096,7 +1096,7 @@ def tucker_reconstruct(core: ArrayLike, factors: Sequence[ArrayLike]) -> ArrayLi
     -------
     array or tensor, shape ``[I_0, ..., I_{N-1}]``
 
-    Used in chapter 2.
+    Chapter 2 uses it through :func:`reconstruct`.
 
     >>> import numpy as np
     >>> tucker_reconstruct(np.ones((1, 1, 1)), [np.ones((2, 1))] * 3).shape
@@ -1124,7 +1124,7 @@ def _check_factors_list(factors, name):
 def tucker_n_params(shape: Sequence[int], ranks: Sequence[int]) -> int:
     """Numbers stored by a Tucker decomposition: ``prod r_n + sum_n I_n r_n``.
 
-    Used in chapter 2.
+    Chapter 2 uses it through :func:`n_params`.
 
     >>> tucker_n_params((10, 10, 10), (2, 2, 2))
     68
@@ -1354,7 +1354,7 @@ def _tt_full(cs: List[np.ndarray]) -> np.ndarray:
 def tt_ranks(cores: Sequence[ArrayLike]) -> Tuple[int, ...]:
     """The N-1 bond dimensions of a tensor train.
 
-    Used in chapter 2.
+    Chapter 2 uses it through :func:`rank_sweep`.
 
     >>> import numpy as np
     >>> tt_ranks([np.ones((1, 2, 3)), np.ones((3, 2, 1))])
@@ -2195,7 +2195,7 @@ def lookup_task(n: int, n_positions: int = 8, n_tokens: int = 16, seed: int = 0)
     tokens : torch.LongTensor ``[n, n_positions + 1]``
     targets : torch.LongTensor ``[n]``, in ``0 .. n_tokens-1``
 
-    Used in chapter 2.
+    The data of chapter 2's look-up recipes; not used by a page.
 
     >>> tokens, targets = lookup_task(3, n_positions=4, n_tokens=5, seed=0)
     >>> tokens.shape, bool((tokens[:, -1] >= 5).all())
@@ -2221,7 +2221,7 @@ def lookup_config(seed: int = 0, n_positions: int = 8, n_tokens: int = 16):
     Each head's ``W_QK = W_Q W_K^T`` and ``W_OV = W_V W_O`` is a
     ``[d_model, d_model] = [64, 64]`` matrix of rank at most ``d_head = 16``.
 
-    Used in chapter 2.
+    The model of chapter 2's look-up recipes; not used by a page.
     """
     from helpers.transformer import TransformerConfig
 

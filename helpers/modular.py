@@ -104,7 +104,7 @@ def is_prime(n: int) -> bool:
     >>> [n for n in range(20) if is_prime(n)]
     [2, 3, 5, 7, 11, 13, 17, 19]
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Not used by a page; a library helper.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         return False
@@ -179,7 +179,7 @@ def all_pairs(p: int, layout: str = "equals") -> tuple[torch.Tensor, torch.Tenso
     >>> all_pairs(5)[0][7].tolist()
     [1, 2, 5]
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Chapter 4 uses it through :func:`make_data`.
     """
     p = _check_p(p, prime=False)
     _check_layout(layout)
@@ -196,7 +196,7 @@ def split_indices(n: int, frac_train: float, seed: int = 0) -> tuple[torch.Tenso
     >>> len(tr), len(te), sorted(tr.tolist() + te.tolist()) == list(range(10))
     (3, 7, True)
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Chapter 4 uses it through :func:`make_data`.
     """
     frac_train = _check_fraction(frac_train)
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
@@ -221,7 +221,7 @@ class ModularData:
     train_idx, test_idx : LongTensor
         Sorted row indices of the two sets.
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Chapter 4 uses it through :func:`make_data`.
     """
 
     p: int
@@ -264,7 +264,7 @@ def make_data(p: int = 113, frac_train: float = 0.3, seed: int = 0, layout: str 
     ...
     ValueError: p must be an odd prime (the Fourier tools need Z_p to be a field), got 12
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Used in chapter 4.
     """
     p = _check_p(p)
     tokens, labels = all_pairs(p, layout)
@@ -282,7 +282,7 @@ def task_of(model_or_cfg, layout: str | None = None) -> tuple[int, str]:
     >>> task_of(clock_pizza_config(p=59))
     (59, 'pair')
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Chapter 4 uses it through :func:`train_modular`.
     """
     cfg = getattr(model_or_cfg, "cfg", model_or_cfg)
     if not isinstance(cfg, TransformerConfig):
@@ -324,7 +324,7 @@ def canonical_config(p: int = 113, seed: int = 0, layout: str = "equals", **over
     >>> cfg.d_vocab, cfg.d_vocab_out, cfg.n_ctx, cfg.d_mlp
     (114, 113, 3, 512)
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Used in chapter 4.
     """
     p = _check_p(p, prime=False)
     _check_layout(layout)
@@ -350,7 +350,7 @@ def clock_pizza_config(attention: str = "normal", p: int = 59, seed: int = 0, la
     >>> clock_pizza_config("constant").attention_mode
     'constant'
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Used in chapter 4.
     """
     if attention not in ("normal", "constant"):
         raise ValueError(f"attention must be 'normal' or 'constant', got {attention!r}")
@@ -386,7 +386,7 @@ def model_from_weights(weights: dict, *, layout: str | None = None, **overrides)
     >>> bool(torch.equal(copy_.W_E, src.W_E)), task_of(copy_)
     (True, (7, 'equals'))
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Not used by a page; a library helper.
     """
     if not isinstance(weights, dict):
         raise TypeError(f"weights must be a dict of name -> array, got {type(weights).__name__}")
@@ -451,7 +451,7 @@ def logit_tensor(model, layout: str | None = None, center: bool = False) -> np.n
     -------
     numpy float64 array [p, p, p]
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Used in chapter 4.
     """
     p, tokens = _all_tokens(model, layout)
     was = model.training
@@ -468,7 +468,7 @@ def neuron_activations(model, layout: str | None = None, layer: int = 0, hook: s
 
     ``hook`` is ``"post"`` (after the ReLU) or ``"pre"``.
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Used in chapter 4.
     """
     if hook not in ("pre", "post"):
         raise ValueError(f"hook must be 'pre' or 'post', got {hook!r}")
@@ -497,7 +497,7 @@ def fourier_basis(p: int) -> torch.Tensor:
     >>> fourier_basis_names(5)
     ['const', 'cos 1', 'sin 1', 'cos 2', 'sin 2']
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Used in chapter 4.
     """
     if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 2:
         raise ValueError(f"p must be an int >= 2, got {p!r}")
@@ -514,7 +514,7 @@ def fourier_basis(p: int) -> torch.Tensor:
 def fourier_basis_names(p: int) -> list[str]:
     """Labels of the rows of :func:`fourier_basis`.
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Used in chapter 4.
     """
     names = ["const"] + [f"{t} {k}" for k in range(1, (p - 1) // 2 + 1) for t in ("cos", "sin")]
     return names + (["cos nyquist"] if p % 2 == 0 else [])
@@ -549,7 +549,7 @@ def fourier_norms(x, p: int | None = None, axis: int = 0) -> np.ndarray:
     >>> int(np.argmax(fourier_norms(x)))
     3
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Chapter 4 uses it through :func:`key_frequencies`.
     """
     x = np.moveaxis(_as_numpy(x), axis, 0)
     if p is not None:
@@ -579,7 +579,7 @@ def embedding_spectrum(model_or_W_E, p: int | None = None) -> np.ndarray:
     -------
     numpy array [(p-1)//2 + 1], index = frequency (0 = constant).
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Chapter 4 uses it through :func:`plot_embedding_spectrum`.
     """
     if isinstance(model_or_W_E, HookedTransformer):
         p = p or task_of(model_or_W_E)[0]
@@ -599,7 +599,7 @@ def fourier_2d(x) -> np.ndarray:
     >>> sorted(zip(*np.nonzero(np.abs(C) > 1e-9)))
     [(np.int64(3), np.int64(3)), (np.int64(4), np.int64(4))]
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Chapter 4 uses it through :func:`fourier_2d_freq_norms`.
     """
     x = _as_numpy(x)
     if x.ndim < 2 or x.shape[0] != x.shape[1]:
@@ -628,7 +628,7 @@ def fourier_2d_freq_norms(x) -> np.ndarray:
     >>> [tuple(int(i) for i in ij) for ij in zip(*np.nonzero(N > 1e-9))]
     [(3, 3)]
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Used in chapter 4.
     """
     C2 = fourier_2d(x) ** 2
     p = C2.shape[0]
@@ -660,7 +660,7 @@ def neuron_frequency_fve(acts) -> np.ndarray:
     >>> int(fve[0].argmax()), bool(fve[0, 4] > 0.85)
     (4, True)
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Chapter 4 uses it through :func:`neuron_clusters`.
     """
     x = _as_numpy(acts)
     if x.ndim == 2:
@@ -697,7 +697,7 @@ class NeuronClusters:
         Share of all neurons with ``fve >= threshold``.
     n_dead : int
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Chapter 4 uses it through :func:`neuron_clusters`.
     """
 
     freq: np.ndarray
@@ -719,7 +719,7 @@ def neuron_clusters(model_or_acts, threshold: float = 0.85, layout: str | None =
     model_or_acts : HookedTransformer or array [p, p, d_mlp]
     threshold : float in (0, 1)
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Used in chapter 4.
     """
     threshold = _check_fraction(threshold, "threshold")
     acts = neuron_activations(model_or_acts, layout) if isinstance(model_or_acts, HookedTransformer) else model_or_acts
@@ -767,7 +767,7 @@ def key_freqs_embedding(model_or_W_E, p: int | None = None, max_keys: int = 12,
     >>> key_freqs_embedding(W_E + 1e-3 * np.random.default_rng(1).normal(size=(13, 8)))
     [2, 5]
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Chapter 4 uses it through :func:`key_frequencies`.
     """
     return _gap_select(embedding_spectrum(model_or_W_E, p), max_keys, threshold)
 
@@ -779,7 +779,7 @@ def key_freqs_logit_map(model, max_keys: int = 12, threshold: float | None = Non
     transform along the output ``c`` concentrates on the key frequencies. Cut
     as in :func:`key_freqs_embedding`.
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Chapter 4 uses it through :func:`key_frequencies`.
     """
     p, _ = task_of(model)
     W_L = (model.W_out[layer] @ model.W_U).detach()
@@ -794,7 +794,7 @@ def key_freqs_neurons(model_or_acts, threshold: float = 0.85, min_neurons: int |
     ``d_mlp``, at least 1) have it as their best frequency with a variance
     explained of at least ``threshold`` (see :func:`neuron_clusters`).
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Chapter 4 uses it through :func:`key_frequencies`.
     """
     nc = neuron_clusters(model_or_acts, threshold, layout)
     if min_neurons is None:
@@ -808,7 +808,7 @@ def key_frequencies(model, rule: str = "embedding", **kwargs) -> list[int]:
     The three rules in use in the literature can disagree on a model that is
     not fully trained; figures in chapter 4 say which one they use.
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Used in chapter 4.
     """
     rules = {"embedding": key_freqs_embedding, "logit_map": key_freqs_logit_map, "neurons": key_freqs_neurons}
     if rule not in rules:
@@ -822,7 +822,7 @@ def gini(x) -> float:
     >>> gini([1, 1, 1, 1]), round(gini([0, 0, 0, 1]), 2)
     (0.0, 0.75)
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Chapter 4 reads it from the training history that :func:`train_modular` logs.
     """
     v = np.sort(_as_numpy(x).ravel())
     if v.size == 0 or (v < 0).any() or not np.isfinite(v).all():
@@ -836,7 +836,7 @@ def gini(x) -> float:
 def sum_of_squared_weights(model) -> float:
     """Sum of the squares of every parameter (the paper's weight-norm progress measure).
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Chapter 4 reads it from the training history that :func:`train_modular` logs.
     """
     return float(sum(p.detach().double().pow(2).sum() for p in model.parameters()))
 
@@ -923,7 +923,7 @@ def restricted_loss(model_or_logits, key_freqs: Sequence[int], subset=None, *, d
     >>> restricted_loss(L, [3]) < 1e-4 < excluded_loss(L, [3])
     True
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Chapter 4 reads it from the training history that :func:`train_modular` logs.
     """
     return _ablated_loss(model_or_logits, key_freqs, subset, definition, layout, keep=True)
 
@@ -939,7 +939,7 @@ def excluded_loss(model_or_logits, key_freqs: Sequence[int], subset=None, *, def
     the model's fit to its training set relies more and more on the key
     frequencies.
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Chapter 4 reads it from the training history that :func:`train_modular` logs.
     """
     return _ablated_loss(model_or_logits, key_freqs, subset, definition, layout, keep=False)
 
@@ -967,7 +967,7 @@ def progress_measures(model_or_logits, key_freqs: Sequence[int], data: ModularDa
 
     Both ablations use the ``"logits"`` definition.
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Not used by a page; a library helper.
     """
     L = _resolve_logits(model_or_logits, data.layout if isinstance(model_or_logits, HookedTransformer) else None)
     return {
@@ -989,7 +989,7 @@ def cos_logit_fit(model_or_logits, key_freqs: Sequence[int], layout: str | None 
     >>> np.round(alpha, 6).tolist(), round(fve, 6)
     ([3.0, 1.0], 1.0)
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Used in chapter 4.
     """
     L = _resolve_logits(model_or_logits, layout)
     p = L.shape[0]
@@ -1006,7 +1006,7 @@ def cos_logit_fit(model_or_logits, key_freqs: Sequence[int], layout: str | None 
 def ideal_logits(p: int, key_freqs: Sequence[int], weights: Sequence[float] | None = None) -> np.ndarray:
     """The algorithm as a formula: ``L[a, b, c] = sum_k weights_k cos(w_k (a + b - c))``, shape [p, p, p].
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Used in chapter 4.
     """
     p = _check_p(p, prime=False)
     freqs = _check_freqs(key_freqs, p)
@@ -1067,7 +1067,7 @@ def train_modular(model: HookedTransformer, data: ModularData, *, steps: int, lr
     seed : int
         Seeds :func:`helpers.training.train` (full batch, so only the global RNG).
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Used in chapter 4.
     """
     p, layout = task_of(model)
     if not isinstance(data, ModularData):
@@ -1249,7 +1249,7 @@ def gradient_symmetricity(model, n_triples: int | None = None, seed: int = 0, la
     >>> round(gradient_symmetricity(pizza, embeddings=E), 6)
     1.0
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Used in chapter 4.
     """
     if isinstance(model, HookedTransformer):
         p, tokens = _all_tokens(model, layout)
@@ -1313,7 +1313,7 @@ def correct_logit_by_sum_diff(model_or_logits, layout: str | None = None) -> np.
     ``a + b = s`` and ``a - b = d`` (p odd). A pizza's pattern varies with
     ``a - b`` (bands along ``s``); a clock's is flat.
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Used in chapter 4.
     """
     L = _resolve_logits(model_or_logits, layout)
     p = L.shape[0]
@@ -1341,7 +1341,7 @@ def distance_irrelevance(model_or_logits, layout: str | None = None) -> float:
     >>> round(distance_irrelevance(pizza), 3), distance_irrelevance(clock + np.sin(a * b + c)) > 0.6
     (0.0, True)
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Used in chapter 4.
     """
     D = correct_logit_by_sum_diff(model_or_logits, layout)
     total = D.std()
@@ -1505,7 +1505,7 @@ def train_canonical(seed: int = 0, p: int = 113, steps: int = 12000, stop_test_l
     cleanup (neurons becoming single-frequency, weight norm falling) goes on
     for several thousand steps more, hence the fixed 12,000 steps.
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Used in chapter 4.
     """
     t = CANONICAL_TRAINING
     model = HookedTransformer(canonical_config(p=p, seed=seed))
@@ -1541,7 +1541,7 @@ def train_clock_pizza(attention: str = "normal", seed: int = 0, p: int = 59, ste
     as a mixed solution (distance irrelevance 0.58); with Zhong et al.'s it is
     a pizza.
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Trains chapter 4's clock/pizza checkpoints; the page loads them with ``store.load(clock_pizza_name(...))``.
     """
     if init not in ("zhong", "default"):
         raise ValueError(f"init must be 'zhong' or 'default', got {init!r}")
@@ -1564,7 +1564,7 @@ def train_clock_pizza(attention: str = "normal", seed: int = 0, p: int = 59, ste
 def clock_pizza_name(attention: str, seed: int) -> str:
     """Checkpoint name of a shipped clock/pizza-family model, e.g. ``modadd_p59_constant_s2``.
 
-    Used in chapter 4; reused in chapters 5, 7 and 8.
+    Used in chapter 4.
     """
     if attention not in ("normal", "constant"):
         raise ValueError(f"attention must be 'normal' or 'constant', got {attention!r}")

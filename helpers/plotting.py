@@ -46,7 +46,7 @@ def setup_page(threads: int = 1, style: dict | None = None) -> PageTimer:
     >>> timer.seconds >= 0
     True
 
-    Used in every chapter.
+    Meant for the first cell of every chapter page; no page uses it yet.
     """
     import torch
 

@@ -49,9 +49,9 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -218,13 +218,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
-            pause = _test_pause("HELPERS_STORE_TEST_PAUSE_IN_WRITE")
-            if pause:  # lets the crash-safety test kill a writer in the middle of a data file
-                f.write(data[: len(data) // 2])
-                f.flush()
-                print("half-written", flush=True)
-                time.sleep(pause)
-                data = data[len(data) // 2:]
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -234,11 +227,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
-
-
-def _test_pause(var: str) -> float:
-    """Seconds to pause at a crash-test point (0 unless the test suite sets ``var``)."""
-    return float(os.environ.get(var, "0") or 0)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -312,10 +300,6 @@ def save(
         if not (target.exists() and target.stat().st_size == len(data) and _sha256(target.read_bytes()) == digest):
             _atomic_write(target, data)
         files[role] = {"path": fname, "sha256": digest, "bytes": len(data)}
-    pause = _test_pause("HELPERS_STORE_TEST_PAUSE")
-    if pause:  # lets the crash-safety test kill a writer between the data files and the manifest
-        print("data-written", flush=True)
-        time.sleep(pause)
     manifest = {
         "format_version": FORMAT_VERSION,
         "name": name,
@@ -327,7 +311,7 @@ def save(
         "final_metrics": final_metrics or {},
         "recipe_kwargs": recipe_kwargs or {},
         "versions": _versions(),
-        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "files": files,
     }
     manifest_path = root / f"{name}.json"

@@ -98,7 +98,7 @@ def register_weight_transform(name: str, fn: Callable[[torch.Tensor], torch.Tens
     A config with ``weight_transform=name`` applies ``fn`` to ``W_Q, W_K, W_V,
     W_O, W_in, W_out`` on every forward pass (embedding and unembedding stay
     full precision). ``fn`` should implement its own straight-through gradient,
-    e.g. ``w + (quantize(w) - w).detach()``. Used in chapter 8.
+    e.g. ``w + (quantize(w) - w).detach()``. Not used by a page; the hook for chapter 8's quantized weights.
 
     >>> register_weight_transform("sign_ste", lambda w: w + (torch.sign(w) - w).detach())
     >>> "sign_ste" in weight_transforms()
@@ -375,7 +375,7 @@ def act_name(name: str, layer: int | None = None) -> str:
     >>> act_name("pre", 0), act_name("resid_post", 2), act_name("embed")
     ('blocks.0.mlp.hook_pre', 'blocks.2.hook_resid_post', 'hook_embed')
 
-    Used in every chapter.
+    The library builds every hook name with it; no page uses it yet.
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a string such as 'pattern' or 'resid_post', got {type(name).__name__}")

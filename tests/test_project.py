@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -43,7 +42,8 @@ def _environment_pins() -> dict[str, str]:
 
 def test_environment_yml_mirrors_pyproject():
     py, env = _pyproject_pins(), _environment_pins()
-    test_only = set(n.lower() for n in ("pytest", "pytest-cov", "hypothesis", "playwright"))
+    test_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    test_only = {r.partition("==")[0].lower().replace("_", "-") for r in test_extra}
     missing = sorted(set(py) - set(env) - test_only)
     assert not missing, f"environment.yml lacks {missing}"
     differ = {k: (py[k], env[k]) for k in set(py) & set(env) if py[k] != env[k]}

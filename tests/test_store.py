@@ -140,45 +140,95 @@ def test_loading_never_unpickles(tmp_path, monkeypatch):
         store.load("m", root=tmp_path)
 
 
+# The writer runs in a subprocess; the test (not the library) stops it at a
+# chosen point: "manifest" pauses just before the manifest is swapped in (every
+# new data file already written), "mid-write" pauses after half of the first data
+# file has reached its temporary file. It announces the pause on stdout, and the
+# test kills it there with a real SIGKILL.
 WRITER = textwrap.dedent(
     """
-    import sys, torch
+    import os, sys, time, torch
     from helpers import store
     from helpers.transformer import HookedTransformer, TransformerConfig
-    cfg = TransformerConfig(n_layers=1, d_model=64, n_heads=2, d_head=32, d_mlp=128, d_vocab=50, n_ctx=4,
-                            seed=int(sys.argv[2]))
-    store.save("victim", HookedTransformer(cfg), root=sys.argv[1])
+
+    root, seed, pause_at = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+    if pause_at == "manifest":
+        real_atomic_write = store._atomic_write
+
+        def atomic_write(path, data):
+            if path.name == "victim.json":
+                print("paused", flush=True)
+                time.sleep(60)
+            real_atomic_write(path, data)
+
+        store._atomic_write = atomic_write
+    elif pause_at == "mid-write":
+        class HalfThenPause:
+            def __init__(self, f):
+                self.f = f
+
+            def __enter__(self):
+                self.f.__enter__()
+                return self
+
+            def __exit__(self, *exc):
+                return self.f.__exit__(*exc)
+
+            def __getattr__(self, name):
+                return getattr(self.f, name)
+
+            def write(self, data):
+                self.f.write(data[: len(data) // 2])
+                self.f.flush()
+                print("paused", flush=True)
+                time.sleep(60)
+                return self.f.write(data[len(data) // 2:])
+
+        class OsWithPausingFdopen:
+            def __getattr__(self, name):
+                return getattr(os, name)
+
+            def fdopen(self, fd, *args, **kwargs):
+                return HalfThenPause(os.fdopen(fd, *args, **kwargs))
+
+        store.os = OsWithPausingFdopen()  # only the store's own writes are slowed down
+
+    cfg = TransformerConfig(n_layers=1, d_model=64, n_heads=2, d_head=32, d_mlp=128, d_vocab=50, n_ctx=4, seed=seed)
+    store.save("victim", HookedTransformer(cfg), root=root)
     print("saved", flush=True)
     """
 )
 
 
-def _writer(root, seed, env_pause: dict | None = None):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), **(env_pause or {}))
-    return subprocess.Popen([sys.executable, "-c", WRITER, str(root), str(seed)], env=env,
+def _writer(root, seed, pause_at: str = "nowhere"):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(root), str(seed), pause_at], env=env,
                             stdout=subprocess.PIPE, text=True)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("where, var, signal_line", [
-    ("between the data files and the manifest", "HELPERS_STORE_TEST_PAUSE", "data-written"),
-    ("half-way through a data file", "HELPERS_STORE_TEST_PAUSE_IN_WRITE", "half-written"),
-])
-def test_writer_killed_mid_save_leaves_previous_checkpoint_loadable(tmp_path, where, var, signal_line):
+@pytest.mark.parametrize("pause_at", ["manifest", "mid-write"])
+def test_writer_killed_mid_save_leaves_previous_checkpoint_loadable(tmp_path, pause_at):
     first = _writer(tmp_path, 1)
     assert first.wait(120) == 0
     before = {k: v.clone() for k, v in store.load("victim", root=tmp_path).model.state_dict().items()}
-    proc = _writer(tmp_path, 2, {var: "60"})
+    proc = _writer(tmp_path, 2, pause_at)
     for line in proc.stdout:  # the writer announces that it has reached the pause point
-        if line.strip() == signal_line:
+        if line.strip() == "paused":
             break
     else:
-        pytest.fail(f"writer never reached the point {where!r}")
+        pytest.fail(f"writer never reached the pause point {pause_at!r}")
     proc.send_signal(signal.SIGKILL)  # a real kill, mid-save
     proc.wait(30)
     assert proc.returncode == -signal.SIGKILL
     leftovers = sorted(p.name for p in tmp_path.iterdir())
     assert len(leftovers) > 3, f"the kill left no trace of the interrupted save: {leftovers}"
+    half_written = [n for n in leftovers if n.startswith(".tmp-victim.")]
+    if pause_at == "mid-write":  # killed inside the first data file's temporary file
+        assert len(half_written) == 1 and "weights" in half_written[0], leftovers
+    else:  # killed with the new weights in place (the history is unchanged) and the old manifest
+        assert not half_written and sum(n.endswith(".weights.safetensors") for n in leftovers) == 2, leftovers
     after = store.load("victim", root=tmp_path)
     for k, v in before.items():
         assert torch.equal(v, after.model.state_dict()[k]), k

@@ -26,7 +26,7 @@ class ContractionStep:
     index order is the one ``opt_einsum`` gives the intermediate.  ``flops``
     is ``opt_einsum``'s count for the step, ``size`` the entries of its result.
 
-    Used in chapter 1.
+    Chapter 1 uses it through :func:`contraction_cost`.
     """
 
     positions: Tuple[int, ...]
@@ -59,7 +59,7 @@ class ContractionCost:
     optimizer : str
         Which ``opt_einsum`` optimiser found the best order.
 
-    Used in chapter 1.
+    Chapter 1 uses it through :func:`contraction_cost`.
     """
 
     expr: str

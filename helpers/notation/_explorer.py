@@ -33,7 +33,7 @@ def explore(expr: str, dims_text: str = "", default: int = 3) -> Tuple[Diagram, 
     default : int
         Size of every other index.
 
-    Used in chapter 1.
+    Chapter 1 uses it through :func:`einsum_explorer`.
 
     >>> d, text = explore("ij,jk->ik", "i=2", 3)
     >>> d.shape

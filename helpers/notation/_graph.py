@@ -34,7 +34,7 @@ class TensorNode:
     operand : int or None
         Which operand this node is (None for copy nodes).
 
-    Used in chapter 1.
+    Chapter 1 uses it through :func:`diagram`.
     """
 
     id: int
@@ -52,7 +52,7 @@ class TensorNode:
 class Edge:
     """A wire joining two node axes ``a = (node id, axis)`` and ``b``.
 
-    When ``a[0] == b[0]`` the edge is a self-loop (a trace).  Used in chapter 1.
+    When ``a[0] == b[0]`` the edge is a self-loop (a trace).  Chapter 1 uses it through :func:`diagram`.
     """
 
     index: str
@@ -67,7 +67,7 @@ class Edge:
 
 @dataclass(frozen=True)
 class Leg:
-    """A dangling (output) leg attached to ``end = (node id, axis)``.  Used in chapter 1."""
+    """A dangling (output) leg attached to ``end = (node id, axis)``.  Chapter 1 uses it through :func:`diagram`."""
 
     index: str
     dim: Optional[int]
@@ -101,7 +101,7 @@ class Diagram:
     positions : dict or None
         Optional fixed coordinates (inches) of operand nodes for drawing.
 
-    Used in chapter 1.
+    Chapter 1 uses it through :func:`diagram`.
     """
 
     expr: str
@@ -455,7 +455,7 @@ def network_diagram(nodes: Iterable[Any], colors: Any = None) -> Diagram:
         edges in order), names taken from the nodes, and leg labels from
         the edge names when they were named.
 
-    Used in chapter 1.
+    Chapter 1 uses it through :func:`draw_network`.
     """
     import tensornetwork as tn
 

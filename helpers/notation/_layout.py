@@ -38,7 +38,7 @@ Box = Tuple[float, float, float, float]
 class LabelSpec:
     """A text label: what it says, where its centre is, and its estimated box (inches).
 
-    Used in chapter 1.
+    Not used by a page; a library helper.
     """
 
     key: Tuple
@@ -71,7 +71,7 @@ class Layout:
     extent : tuple
         ``(x0, y0, x1, y1)`` covering everything.
 
-    Used in chapter 1.
+    Built by every drawing of chapter 1; not named on its page.
     """
 
     node_xy: Dict[int, Tuple[float, float]]

@@ -32,7 +32,7 @@ def parse_einsum(expr: str) -> Tuple[Tuple[str, ...], str]:
         an output index that appears in no input, or a repeated output index;
         the message names the offending index.
 
-    Used in chapter 1.
+    Chapter 1 uses it through :func:`einsum_explorer`.
 
     >>> parse_einsum("ij,jk->ik")
     (('ij', 'jk'), 'ik')

@@ -24,7 +24,7 @@ class Drawing:
         Text artist of every label, keyed like :attr:`Layout.labels`
         (prefixed with the layout's position for several layouts).
 
-    Used in chapter 1.
+    Chapter 1 uses it through :func:`draw_equation`.
     """
 
     fig: Any
