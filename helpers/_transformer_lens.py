@@ -46,6 +46,7 @@ Used in no chapter; tested in ``tests/test_transformer_lens.py``.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -253,7 +254,9 @@ def to_transformer_lens(model: HookedTransformer, *, emulate: bool = False):
     kwargs = tl_config_kwargs(model.cfg, emulate=emulate)
     TLModel, TLConfig = _import_tl()
     kwargs["device"] = str(model.device)
-    tl_model = TLModel(TLConfig(**kwargs))
+    with warnings.catch_warnings():  # 3.9 announces 4.x's TransformerBridge on every construction
+        warnings.filterwarnings("ignore", message="HookedTransformer is deprecated", category=DeprecationWarning)
+        tl_model = TLModel(TLConfig(**kwargs))
     ours = dict(model.named_parameters())
     theirs = dict(tl_model.named_parameters())
     extra = sorted(set(ours) - set(theirs))
