@@ -41,7 +41,7 @@ What does not carry over, and why:
   string input: the converted model gets no tokenizer and
   ``default_prepend_bos=False``; pass it token ids.
 
-Used in no chapter; tested in ``tests/test_transformer_lens.py``.
+Not used by a chapter page; tested in ``tests/test_transformer_lens.py``.
 """
 from __future__ import annotations
 
@@ -162,8 +162,7 @@ def _unsupported(tc) -> list[str]:
         flag("act_fn", g("act_fn"), g("act_fn") in _ACT_FNS, f"one of {list(_ACT_FNS)}")
     flag("gated_mlp", g("gated_mlp", False), not g("gated_mlp", False), "plain MLP only")
     flag("num_experts", g("num_experts"), g("num_experts") is None, "no mixture of experts")
-    n_kv = g("n_key_value_heads")
-    flag("n_key_value_heads", n_kv, n_kv is None or n_kv == g("n_heads"), "no grouped-query attention")
+    flag("n_key_value_heads", g("n_key_value_heads"), g("n_key_value_heads") is None, "no grouped-query attention")
     flag("use_attn_scale", g("use_attn_scale", True), g("use_attn_scale", True), "scores are divided by sqrt(d_head)")
     d_head = g("d_head")
     scale = g("attn_scale", math.sqrt(d_head) if isinstance(d_head, int) else None)

@@ -213,6 +213,15 @@ def test_constant_attention_is_emulated_exactly(tl):
         assert torch.allclose(back(tokens), model(tokens), atol=ATOL, rtol=0)
 
 
+def test_no_positional_embedding_is_emulated_exactly(tl):
+    model = HookedTransformer(_small(positional_embedding="none"))  # the initialisation: activations of order 1
+    theirs = model.to_transformer_lens(emulate=True)
+    assert not theirs.pos_embed.W_pos.any()
+    diffs = hook_differences(model, theirs, _tokens(11, 5))
+    assert "hook_pos_embed" not in diffs and "blocks.1.hook_resid_pre" in diffs
+    _assert_agree(diffs)
+
+
 @pytest.mark.parametrize("norm, act", [("LN", "gelu"), ("RMS", "silu")])
 def test_norms_and_biases_agree_both_ways(tl, norm, act):
     model = _randomize(HookedTransformer(_ln_bias_cfg(normalization=norm, act_fn=act)))
