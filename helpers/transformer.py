@@ -887,3 +887,17 @@ class HookedTransformer(nn.Module):
             f"d_mlp={c.d_mlp if not c.attn_only else 0}, vocab {c.d_vocab}->{c.d_vocab_out}, n_ctx={c.n_ctx}, "
             f"attention={c.attention_mode}, {self.n_params:,} params)"
         )
+
+    # -- TransformerLens ----------------------------------------------------------
+    def to_transformer_lens(self, *, emulate: bool = False):
+        """This model as a ``transformer_lens.HookedTransformer`` (3.9); see :mod:`helpers._transformer_lens`."""
+        from ._transformer_lens import to_transformer_lens
+
+        return to_transformer_lens(self, emulate=emulate)
+
+    @classmethod
+    def from_transformer_lens(cls, tl_model, **bias_flags) -> "HookedTransformer":
+        """Ours from a ``transformer_lens.HookedTransformer`` (3.9); see :mod:`helpers._transformer_lens`."""
+        from ._transformer_lens import from_transformer_lens
+
+        return from_transformer_lens(tl_model, cls=cls, **bias_flags)
