@@ -56,7 +56,27 @@ def setup_page(threads: int = 1, style: dict | None = None) -> PageTimer:
         raise TypeError(f"style must be a dict of matplotlib rcParams, got {type(style).__name__}")
     torch.set_num_threads(threads)
     plt.rcParams.update({**PAGE_STYLE, **(style or {})})
+    _plain_numpy_scalars()
     return PageTimer()
+
+
+def _plain_numpy_scalars() -> None:
+    """Show numpy scalars as plain numbers in a kernel (``0.5``, not ``np.float64(0.5)``).
+
+    numpy 2 writes ``np.float64(0.5)`` as a scalar's repr; myst-nb's ``glue``
+    stores that text and then cannot apply a format such as ``:.3f`` to it.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency of ipywidgets
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    plain = shell.display_formatter.formatters["text/plain"]
+    plain.for_type(np.floating, lambda x, p, cycle: p.text(repr(float(x))))
+    plain.for_type(np.integer, lambda x, p, cycle: p.text(repr(int(x))))
+    plain.for_type(np.bool_, lambda x, p, cycle: p.text(repr(bool(x))))
 
 
 def _to_numpy(x) -> np.ndarray:
