@@ -34,6 +34,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helpers._util import check_int, check_positive_int, eval_mode
+
 __all__ = ["TrainResult", "train", "cross_entropy", "accuracy", "last_position_loss", "is_interactive", "torch_threads"]
 
 LossFn = Callable[[nn.Module, tuple], torch.Tensor]
@@ -118,8 +120,7 @@ def torch_threads(n: int):
     >>> torch.get_num_threads() == before
     True
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    check_positive_int(n, "n")
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -237,19 +238,16 @@ def train(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not callable(loss_fn):
         raise TypeError("loss_fn must be callable (model, batch) -> loss")
-    for name, value in (("steps", steps), ("log_every", log_every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "steps" else 1):
-            raise ValueError(f"{name} must be an int >= {0 if name == 'steps' else 1}, got {value!r}")
+    check_int(steps, "steps", 0)
+    check_int(log_every, "log_every", 1)
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"lr must be positive, got {lr!r}")
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
     data = _check_data(data)
     n = data[0].shape[0]
-    if batch_size is not None and not (isinstance(batch_size, int) and 0 < batch_size):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    check_positive_int(batch_size, "batch_size", allow_none=True)
+    check_positive_int(threads, "threads", allow_none=True)
     snapshot_steps = sorted(set(int(s) for s in snapshot_steps))
     if snapshot_steps and (snapshot_steps[0] < 0 or snapshot_steps[-1] > steps):
         raise ValueError(f"snapshot_steps must lie in [0, steps={steps}], got {snapshot_steps}")
@@ -279,11 +277,8 @@ def train(
     def log(step: int, loss_value: float) -> bool:
         row = {"step": step, "train_loss": loss_value}
         if metrics_fn is not None:
-            was_training = model.training
-            model.eval()
-            with torch.no_grad():
+            with eval_mode(model), torch.no_grad():
                 extra = metrics_fn(model)
-            model.train(was_training)
             if not isinstance(extra, dict):
                 raise TypeError(f"metrics_fn must return a dict, got {type(extra).__name__}")
             row.update({k: float(v) for k, v in extra.items()})
