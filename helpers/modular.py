@@ -1451,7 +1451,7 @@ def snapshot_explorer(cfg: TransformerConfig, snapshots: dict, neuron: int = 0):
     controls = {"step": W.SelectionSlider(options=steps, value=steps[-1], description="step"),
                 "neuron": W.BoundedIntText(value=neuron, min=0, max=cfg.d_mlp - 1, description="neuron")}
     return interactive_figure(draw, controls, static_values=[{"step": t} for t in steps], figsize=(3.0, 5.2),
-                              ncols=len(steps),
+                              ncols=min(3, len(steps)),  # rows of three: legible on a phone
                               caption=f"W_E's spectrum (top) and neuron {neuron} over (a, b) (bottom) at every saved "
                                       "step. Run this page in Jupyter to pick a step and any neuron.")
 
