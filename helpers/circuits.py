@@ -59,7 +59,9 @@ import torch.nn.functional as F
 
 from helpers.store import recipe
 from helpers.training import TrainResult, cross_entropy, train
-from helpers.transformer import HookedTransformer, TransformerConfig
+from helpers._util import attention_patterns as _patterns
+from helpers._util import check_int as _check_int
+from helpers.transformer import HookedTransformer, TransformerConfig, act_name
 
 __all__ = [
     # circuit matrices
@@ -135,17 +137,6 @@ def _check_model(model, *, qk: bool = False, name: str = "model") -> None:
         )
 
 
-def _check_int(value, name: str, lo: int | None = None, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    value = int(value)
-    if lo is not None and value < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {value}")
-    if hi is not None and value > hi:
-        raise ValueError(f"{name} must be <= {hi}, got {value}")
-    return value
-
-
 def _check_layer(model, layer, name: str = "layer") -> int:
     return _check_int(layer, name, 0, model.cfg.n_layers - 1)
 
@@ -199,7 +190,7 @@ def qk_matrix(model: HookedTransformer, layer: int, head: int | None = None) -> 
     """
     _check_model(model, qk=True)
     layer = _check_layer(model, layer)
-    out = model.W_Q[layer] @ model.W_K[layer].transpose(-1, -2)
+    out = model.QK[layer].AB
     return out if head is None else out[_check_head(model, head)]
 
 
@@ -225,7 +216,7 @@ def ov_matrix(model: HookedTransformer, layer: int, head: int | None = None) -> 
     """
     _check_model(model)
     layer = _check_layer(model, layer)
-    out = model.W_V[layer] @ model.W_O[layer]
+    out = model.OV[layer].AB
     return out if head is None else out[_check_head(model, head)]
 
 
@@ -699,9 +690,7 @@ def attention_patterns(model: HookedTransformer, tokens, fwd_hooks: Sequence[tup
     """
     _check_model(model)
     tokens = tokens.tokens if isinstance(tokens, RepeatData) else tokens
-    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("attn.hook_pattern"),
-                                    fwd_hooks=fwd_hooks)
-    return torch.stack([cache["pattern", l] for l in range(model.cfg.n_layers)], dim=1)
+    return _patterns(model, tokens, fwd_hooks=fwd_hooks)
 
 
 @torch.no_grad()
@@ -793,47 +782,42 @@ def head_pattern_grid(model: HookedTransformer, data: "RepeatData", seq: int = 0
     return fig
 
 
-def head_pattern_explorer(model: HookedTransformer, data: "RepeatData"):
-    """A widget: pick any head (``L{layer}H{head}``) and a sequence, see its pattern.
+def head_pattern_explorer(model: HookedTransformer, data: "RepeatData", static_heads: Sequence[Sequence[int]] = ((0, 0),),
+                          static_seq: int = 0):
+    """Pick any head (``L{layer}H{head}``) and a sequence, see its pattern (an interactive figure).
 
     The tokens label the axes, and red lines mark the start of the second
-    copy. The static twin is :func:`head_pattern_grid`. Returns an
-    ``ipywidgets.VBox``.
+    copy. The static twin (what the HTML book shows) draws ``static_heads``
+    on sequence ``static_seq``; :func:`head_pattern_grid` shows every head.
+
+    Returns
+    -------
+    helpers.widgets.InteractiveFigure
 
     Used in chapter 3.
     """
-    import ipywidgets as W
-    import matplotlib.pyplot as plt
-
     from helpers.plotting import attention_heatmap
+    from helpers.widgets import interactive_figure
 
     _check_model(model)
     if not isinstance(data, RepeatData):
         raise TypeError(f"data must be a RepeatData, got {type(data).__name__}")
+    static_seq = _check_int(static_seq, "static_seq", 0, len(data) - 1)
+    statics = [_pair(model, hd, "static_heads[]") for hd in static_heads]
     pats = attention_patterns(model, data.tokens)  # [b, L, H, q, k]
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    head = W.Dropdown(options=[(f"L{l}H{h}", (l, h)) for l in range(L) for h in range(H)], value=(0, 0),
-                      description="head")
-    seq = W.IntSlider(value=0, min=0, max=len(data) - 1, description="sequence")
-    out = W.Output()
 
-    def redraw(*_):
-        with out:
-            out.clear_output(wait=True)
-            l, h = head.value
-            i = seq.value
-            fig, ax = plt.subplots(figsize=(6.2, 5.6))
-            attention_heatmap(pats[i, l, h], data.tokens[i].tolist(), ax=ax,
-                              title=f"L{l}H{h} on sequence {i}")
-            ax.tick_params(labelsize=6)
-            _mark_repeat(ax, int(data.seq_len[i]), int(data.start[i]))
-            fig.tight_layout()
-            plt.show()
+    def draw(fig, head, seq):
+        (l, h), ax = head, fig.subplots()
+        attention_heatmap(pats[seq, l, h], data.tokens[seq].tolist(), ax=ax, title=f"L{l}H{h} on sequence {seq}")
+        ax.tick_params(labelsize=6)
+        _mark_repeat(ax, int(data.seq_len[seq]), int(data.start[seq]))
 
-    head.observe(redraw, names="value")
-    seq.observe(redraw, names="value")
-    redraw()
-    return W.VBox([W.HBox([head, seq]), out])
+    names = ", ".join(f"L{l}H{h}" for l, h in statics)
+    return interactive_figure(
+        draw, {"head": [(f"L{l}H{h}", (l, h)) for l in range(L) for h in range(H)], "seq": range(len(data))},
+        static_values=[{"head": hd, "seq": static_seq} for hd in statics], figsize=(6.2, 5.6), ncols=2,
+        caption=f"{names} on sequence {static_seq}. Run this page in Jupyter to pick any head and sequence.")
 
 
 # ---------------------------------------------------------------------------
@@ -1246,9 +1230,9 @@ def ablation_hooks(model: HookedTransformer, heads, kind: str = "zero", referenc
         if reference is None:
             raise ValueError("kind='mean' needs reference tokens [batch, pos] to average the heads' outputs over")
         ref = reference.tokens if isinstance(reference, RepeatData) else reference
-        names = [f"blocks.{l}.attn.hook_z" for l in by_layer]
+        names = [act_name("z", l) for l in by_layer]
         _, cache = model.run_with_cache(ref, names_filter=names)
-        means = {l: cache[f"blocks.{l}.attn.hook_z"].mean((0, 1)) for l in by_layer}  # [n_heads, d_head]
+        means = {l: cache[act_name("z", l)].mean((0, 1)) for l in by_layer}  # [n_heads, d_head]
 
     def make(layer: int, hs: list[int]):
         idx = torch.tensor(hs)
@@ -1260,7 +1244,7 @@ def ablation_hooks(model: HookedTransformer, heads, kind: str = "zero", referenc
 
         return fn
 
-    return [(f"blocks.{l}.attn.hook_z", make(l, hs)) for l, hs in sorted(by_layer.items())]
+    return [(act_name("z", l), make(l, hs)) for l, hs in sorted(by_layer.items())]
 
 
 @torch.no_grad()

@@ -57,6 +57,8 @@ from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, U
 
 import numpy as np
 
+from helpers._util import check_int, to_numpy
+from helpers._util import is_torch as _is_torch
 from helpers.store import recipe
 
 __all__ = [
@@ -134,10 +136,6 @@ ArrayLike = Any  # numpy.ndarray | torch.Tensor | nested lists
 # ---------------------------------------------------------------------------
 
 
-def _is_torch(x: Any) -> bool:
-    return type(x).__module__.split(".")[0] == "torch"
-
-
 def _converter(x: Any) -> Callable[[np.ndarray], Any]:
     """A function that turns a numpy result into the kind of ``x``."""
     if _is_torch(x):
@@ -157,7 +155,7 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
     if _is_torch(x):
         if x.is_complex():
             raise TypeError(f"{name} must be real; got a complex torch tensor")
-        a = x.detach().cpu().numpy()
+        a = to_numpy(x)
     else:
         try:
             a = np.asarray(x)
@@ -205,12 +203,7 @@ def _check_tensor(
 
 
 def _check_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer; got {value!r} ({type(value).__name__})")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}")
-    return value
+    return check_int(value, name, minimum)
 
 
 def _check_ranks(ranks: Any, shape: Tuple[int, ...], name: str = "ranks") -> Tuple[int, ...]:
@@ -2319,6 +2312,8 @@ def train_lookup_model_no_decay(seed: int = 0, steps: int = 800, progress: Optio
 def attention_circuits(model) -> Tuple[np.ndarray, np.ndarray]:
     """The QK and OV circuits of every head, as float64 numpy tensors.
 
+    ``model.QK`` and ``model.OV`` as float64 arrays (read through the model's
+    weight transform, as the forward pass uses them):
     ``W_QK[l, h] = W_Q[h] @ W_K[h]^T`` (so the attention score of a query
     residual ``x_q`` and a key residual ``x_k`` is ``x_q W_QK x_k^T``) and
     ``W_OV[l, h] = W_V[h] @ W_O[h]`` (a residual vector ``x`` attended to
@@ -2340,11 +2335,9 @@ def attention_circuits(model) -> Tuple[np.ndarray, np.ndarray]:
     >>> W_QK.shape, int(np.linalg.matrix_rank(W_OV[0, 0]))
     ((1, 4, 64, 64), 16)
     """
-    qk, ov = [], []
-    for block in model.blocks:
-        attn = block.attn
-        W_Q, W_K = attn.W_Q.detach().double().cpu(), attn.W_K.detach().double().cpu()
-        W_V, W_O = attn.W_V.detach().double().cpu(), attn.W_O.detach().double().cpu()
-        qk.append((W_Q @ W_K.transpose(1, 2)).numpy())
-        ov.append((W_V @ W_O).numpy())
-    return np.stack(qk), np.stack(ov)
+    import torch
+
+    with torch.no_grad():  # the model's own QK/OV views, read through its weight transform
+        qk = model.QK.to(torch.float64).AB
+        ov = model.OV.to(torch.float64).AB
+    return to_numpy(qk), to_numpy(ov)

@@ -55,6 +55,7 @@ Used in chapter 4 (and in chapters 5, 7 and 8).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -65,9 +66,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from helpers._util import check_int, check_positive_int, eval_mode, to_numpy
 from helpers.store import recipe
 from helpers.training import TrainResult, accuracy, cross_entropy, last_position_loss, train
-from helpers.transformer import HookedTransformer, TransformerConfig
+from helpers.transformer import HookedTransformer, TransformerConfig, act_name
 
 __all__ = [
     # data
@@ -117,9 +119,7 @@ def is_prime(n: int) -> bool:
 
 
 def _check_p(p, *, prime: bool = True, name: str = "p") -> int:
-    if isinstance(p, bool) or not isinstance(p, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {p!r}")
-    p = int(p)
+    p = check_int(p, name)
     if prime and (not is_prime(p) or p == 2):
         raise ValueError(f"{name} must be an odd prime (the Fourier tools need Z_p to be a field), got {p}")
     if not prime and (p < 3 or p % 2 == 0):
@@ -199,8 +199,7 @@ def split_indices(n: int, frac_train: float, seed: int = 0) -> tuple[torch.Tenso
     Chapter 4 uses it through :func:`make_data`.
     """
     frac_train = _check_fraction(frac_train)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an int >= 2, got {n!r}")
+    n = check_int(n, "n", 2)
     n_train = int(round(frac_train * n))
     if not 0 < n_train < n:
         raise ValueError(f"frac_train={frac_train} leaves an empty train or test set for n={n}")
@@ -454,10 +453,8 @@ def logit_tensor(model, layout: str | None = None, center: bool = False) -> np.n
     Used in chapter 4.
     """
     p, tokens = _all_tokens(model, layout)
-    was = model.training
-    model.eval()
-    logits = model(tokens, read_positions=[-1])[:, 0]
-    model.train(was)
+    with eval_mode(model):
+        logits = model(tokens, read_positions=[-1])[:, 0]
     out = logits.double().cpu().numpy().reshape(p, p, p)
     return out - out.mean(-1, keepdims=True) if center else out
 
@@ -475,7 +472,7 @@ def neuron_activations(model, layout: str | None = None, layer: int = 0, hook: s
     if model.cfg.attn_only:
         raise ValueError("this model has no MLP (attn_only=True)")
     p, tokens = _all_tokens(model, layout)
-    name = f"blocks.{layer}.mlp.hook_{hook}"
+    name = act_name(hook, layer)
     _, cache = model.run_with_cache(tokens, names_filter=name, read_positions=[-1])
     return cache[name][:, 0].double().cpu().numpy().reshape(p, p, -1)
 
@@ -499,8 +496,7 @@ def fourier_basis(p: int) -> torch.Tensor:
 
     Used in chapter 4.
     """
-    if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 2:
-        raise ValueError(f"p must be an int >= 2, got {p!r}")
+    p = check_int(p, "p", 2)
     x = torch.arange(p, dtype=torch.float64)
     rows = [torch.ones(p, dtype=torch.float64)]
     for k in range(1, (p - 1) // 2 + 1):
@@ -521,9 +517,7 @@ def fourier_basis_names(p: int) -> list[str]:
 
 
 def _as_numpy(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().double().cpu().numpy()
-    return np.asarray(x, dtype=np.float64)
+    return to_numpy(x, np.float64)
 
 
 def _basis_np(p: int) -> np.ndarray:
@@ -884,7 +878,7 @@ def _mlp_parts(model, layout):
     """Logits split into the MLP-neuron part and the rest, at the read position."""
     p, tokens = _all_tokens(model, layout)
     L = len(model.blocks) - 1
-    names = [f"blocks.{L}.mlp.hook_post"]
+    names = [act_name("post", L)]
     with torch.no_grad():
         logits, cache = model.run_with_cache(tokens, names_filter=names, read_positions=[-1])
     post = cache[names[0]][:, 0].double()
@@ -1074,8 +1068,7 @@ def train_modular(model: HookedTransformer, data: ModularData, *, steps: int, lr
         raise TypeError(f"data must be a ModularData (see make_data), got {type(data).__name__}")
     if (data.p, data.layout) != (p, layout):
         raise ValueError(f"data is p={data.p}, layout {data.layout!r} but the model is p={p}, layout {layout!r}")
-    if isinstance(n_snapshots, bool) or not isinstance(n_snapshots, int) or n_snapshots < 0:
-        raise ValueError(f"n_snapshots must be an int >= 0, got {n_snapshots!r}")
+    check_int(n_snapshots, "n_snapshots", 0)
     if key_freq_rule not in ("embedding", "logit_map", "neurons"):
         raise ValueError(f"key_freq_rule must be 'embedding', 'logit_map' or 'neurons', got {key_freq_rule!r}")
     log_neurons = not model.cfg.attn_only
@@ -1264,8 +1257,7 @@ def gradient_symmetricity(model, n_triples: int | None = None, seed: int = 0, la
         p = E.shape[0]
     else:
         raise TypeError(f"model must be a HookedTransformer or a callable (x_a, x_b) -> logits, got {type(model).__name__}")
-    if n_triples is not None and (isinstance(n_triples, bool) or not isinstance(n_triples, int) or n_triples < 1):
-        raise ValueError(f"n_triples must be a positive int or None, got {n_triples!r}")
+    check_positive_int(n_triples, "n_triples", allow_none=True)
     if n_triples is None:
         pair_idx = torch.arange(p * p).repeat_interleave(p)
         outs = torch.arange(p).repeat(p * p)
@@ -1273,36 +1265,32 @@ def gradient_symmetricity(model, n_triples: int | None = None, seed: int = 0, la
         gen = torch.Generator().manual_seed(int(seed))
         pair_idx = torch.randint(0, p * p, (n_triples,), generator=gen)
         outs = torch.randint(0, p, (n_triples,), generator=gen)
-    was = model.training if E is None else None
-    if E is None:
-        model.eval()
     total = 0.0
-    for c in torch.unique(outs).tolist():
-        rows = torch.unique(pair_idx[outs == c])
-        counts = torch.bincount(pair_idx[outs == c], minlength=p * p)[rows].double()
-        if E is None:
-            emb = {}
+    with eval_mode(model) if E is None else contextlib.nullcontext():
+        for c in torch.unique(outs).tolist():
+            rows = torch.unique(pair_idx[outs == c])
+            counts = torch.bincount(pair_idx[outs == c], minlength=p * p)[rows].double()
+            if E is None:
+                emb = {}
 
-            def grab(x, hook):
-                x = x.detach().requires_grad_(True)
-                emb["x"] = x
-                return x
+                def grab(x, hook):
+                    x = x.detach().requires_grad_(True)
+                    emb["x"] = x
+                    return x
 
-            with model.hooks([("hook_embed", grab)]):
-                logits = model(tokens[rows.to(tokens.device)], read_positions=[-1])[:, 0, c]
-            (g,) = torch.autograd.grad(logits.sum(), emb["x"])
-            ga, gb = g[:, 0], g[:, 1]
-        else:
-            xa = E[rows // p].clone().requires_grad_(True)
-            xb = E[rows % p].clone().requires_grad_(True)
-            out = model(xa, xb)
-            if out.ndim != 2 or out.shape[0] != len(rows) or out.shape[1] <= c:
-                raise ValueError(f"the logit function must return [n, p] logits, got shape {tuple(out.shape)}")
-            ga, gb = torch.autograd.grad(out[:, c].sum(), (xa, xb))
-        sim = F.cosine_similarity(ga.double(), gb.double(), dim=-1, eps=1e-30)
-        total += float((sim.cpu() * counts).sum())
-    if E is None:
-        model.train(was)
+                with model.hooks([("hook_embed", grab)]):
+                    logits = model(tokens[rows.to(tokens.device)], read_positions=[-1])[:, 0, c]
+                (g,) = torch.autograd.grad(logits.sum(), emb["x"])
+                ga, gb = g[:, 0], g[:, 1]
+            else:
+                xa = E[rows // p].clone().requires_grad_(True)
+                xb = E[rows % p].clone().requires_grad_(True)
+                out = model(xa, xb)
+                if out.ndim != 2 or out.shape[0] != len(rows) or out.shape[1] <= c:
+                    raise ValueError(f"the logit function must return [n, p] logits, got shape {tuple(out.shape)}")
+                ga, gb = torch.autograd.grad(out[:, c].sum(), (xa, xb))
+            sim = F.cosine_similarity(ga.double(), gb.double(), dim=-1, eps=1e-30)
+            total += float((sim.cpu() * counts).sum())
     return total / len(outs)
 
 
@@ -1431,56 +1419,41 @@ def _model_at(cfg: TransformerConfig, state: dict) -> HookedTransformer:
 
 
 def snapshot_explorer(cfg: TransformerConfig, snapshots: dict, neuron: int = 0):
-    """A widget: a slider over training snapshots showing ``W_E``'s spectrum and one neuron.
+    """A slider over training snapshots showing ``W_E``'s spectrum and one neuron (an interactive figure).
 
     ``snapshots`` is ``{step: state_dict}`` (``store.load(..., snapshots=True)``).
-    Returns an ``ipywidgets.VBox``; :func:`snapshot_explorer_static` is its twin.
+    Returns a :class:`helpers.widgets.InteractiveFigure` whose static twin (what
+    the HTML book shows) has every snapshot side by side.
 
     Used in chapter 4.
     """
-    import ipywidgets as W
-    import matplotlib.pyplot as plt
+    from helpers.widgets import interactive_figure
 
     if not snapshots:
         raise ValueError("snapshots is empty")
-    steps = sorted(snapshots)
-    slider = W.SelectionSlider(options=steps, value=steps[-1], description="step")
-    box = W.BoundedIntText(value=neuron, min=0, max=cfg.d_mlp - 1, description="neuron")
-    out = W.Output()
-
-    def redraw(*_):
-        with out:
-            out.clear_output(wait=True)
-            fig = _snapshot_figure(cfg, {slider.value: snapshots[slider.value]}, box.value)
-            plt.show()
-            plt.close(fig)
-
-    slider.observe(redraw, names="value")
-    box.observe(redraw, names="value")
-    redraw()
-    return W.VBox([W.HBox([slider, box]), out])
-
-
-def _snapshot_figure(cfg, snapshots: dict, neuron: int):
-    import matplotlib.pyplot as plt
+    import ipywidgets as W
 
     steps = sorted(snapshots)
-    n = len(steps)
-    fig, axes = plt.subplots(2, n, figsize=(max(3.0 * n, 6), 5.2), squeeze=False)
-    for j, step in enumerate(steps):
-        m = _model_at(cfg, snapshots[step])
-        plot_embedding_spectrum(m, ax=axes[0, j], title=f"step {step}")
-        acts = neuron_activations(m)[:, :, neuron]
-        axes[1, j].imshow(acts, cmap="magma", origin="lower")
-        axes[1, j].grid(False)
-        axes[1, j].set_xlabel("b")
-        axes[1, j].set_ylabel("a")
-        axes[1, j].set_title(f"neuron {neuron}", fontsize=9)
-        if j:
-            axes[0, j].set_ylabel("")
-            axes[1, j].set_ylabel("")
-    fig.tight_layout()
-    return fig
+    models: dict = {}
+
+    def draw(fig, step, neuron):
+        if step not in models:
+            models[step] = _model_at(cfg, snapshots[step])
+        m = models[step]
+        ax_spec, ax_neuron = fig.subplots(2, 1)
+        plot_embedding_spectrum(m, ax=ax_spec, title=f"step {step}")
+        ax_neuron.imshow(neuron_activations(m)[:, :, neuron], cmap="magma", origin="lower")
+        ax_neuron.grid(False)
+        ax_neuron.set_xlabel("b")
+        ax_neuron.set_ylabel("a")
+        ax_neuron.set_title(f"neuron {neuron}", fontsize=9)
+
+    controls = {"step": W.SelectionSlider(options=steps, value=steps[-1], description="step"),
+                "neuron": W.BoundedIntText(value=neuron, min=0, max=cfg.d_mlp - 1, description="neuron")}
+    return interactive_figure(draw, controls, static_values=[{"step": t} for t in steps], figsize=(3.0, 5.2),
+                              ncols=min(3, len(steps)),  # rows of three: legible on a phone
+                              caption=f"W_E's spectrum (top) and neuron {neuron} over (a, b) (bottom) at every saved "
+                                      "step. Run this page in Jupyter to pick a step and any neuron.")
 
 
 def snapshot_explorer_static(cfg: TransformerConfig, snapshots: dict, neuron: int = 0):
@@ -1488,9 +1461,7 @@ def snapshot_explorer_static(cfg: TransformerConfig, snapshots: dict, neuron: in
 
     Used in chapter 4.
     """
-    if not snapshots:
-        raise ValueError("snapshots is empty")
-    return _snapshot_figure(cfg, snapshots, neuron)
+    return snapshot_explorer(cfg, snapshots, neuron).static_figure()
 
 
 # ---------------------------------------------------------------------------

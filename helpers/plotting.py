@@ -10,6 +10,9 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
+from helpers._util import check_positive_int
+from helpers._util import to_numpy as _to_numpy
+
 __all__ = ["training_curves", "attention_heatmap", "pattern_grid", "setup_page", "PageTimer"]
 
 # Figures are read on phones too (390 px wide): fonts large enough to read there.
@@ -50,8 +53,7 @@ def setup_page(threads: int = 1, style: dict | None = None) -> PageTimer:
     """
     import torch
 
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    check_positive_int(threads, "threads")
     if style is not None and not isinstance(style, dict):
         raise TypeError(f"style must be a dict of matplotlib rcParams, got {type(style).__name__}")
     torch.set_num_threads(threads)
@@ -77,12 +79,6 @@ def _plain_numpy_scalars() -> None:
     plain.for_type(np.floating, lambda x, p, cycle: p.text(repr(float(x))))
     plain.for_type(np.integer, lambda x, p, cycle: p.text(repr(int(x))))
     plain.for_type(np.bool_, lambda x, p, cycle: p.text(repr(bool(x))))
-
-
-def _to_numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
 
 
 def training_curves(history: dict, keys: Sequence[str], ax=None, logx: bool = False, logy: bool = False,

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from helpers._util import attention_patterns as _patterns
+from helpers._util import check_positive_int
 from helpers.store import recipe
 from helpers.training import accuracy, cross_entropy, last_position_loss, train
 from helpers.transformer import HookedTransformer, TransformerConfig
@@ -26,8 +28,7 @@ __all__ = ["first_token_data", "smoke_config", "train_smoke", "last_position_los
 def first_token_data(n: int, n_ctx: int = 6, d_vocab: int = 12, seed: int = 0):
     """``n`` random sequences ``[n, n_ctx]`` and their targets ``[n]`` (the first token)."""
     for name, v in (("n", n), ("n_ctx", n_ctx), ("d_vocab", d_vocab)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+        check_positive_int(v, name)
     gen = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, d_vocab, (n, n_ctx), generator=gen)
     return tokens, tokens[:, 0].clone()
@@ -79,6 +80,4 @@ def attention_to_first(model, tokens: torch.Tensor, layer: int = 0, head: int = 
     >>> round(attention_to_first(uniform, tokens), 6) == round(1 / cfg.n_ctx, 6)
     True
     """
-    name = f"blocks.{layer}.attn.hook_pattern"
-    _, cache = model.run_with_cache(tokens, names_filter=name)
-    return cache[name][:, head, -1, 0].mean().item()
+    return _patterns(model, tokens, layer)[:, head, -1, 0].mean().item()

@@ -34,6 +34,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helpers._util import check_int, check_positive_int, eval_mode
+
 __all__ = ["TrainResult", "train", "cross_entropy", "accuracy", "last_position_loss", "is_interactive", "torch_threads"]
 
 LossFn = Callable[[nn.Module, tuple], torch.Tensor]
@@ -118,8 +120,7 @@ def torch_threads(n: int):
     >>> torch.get_num_threads() == before
     True
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    check_positive_int(n, "n")
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -233,31 +234,13 @@ def train(
     no further optimiser step is taken, ``result.steps == s`` and the
     weights are those that were evaluated in that row.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not callable(loss_fn):
-        raise TypeError("loss_fn must be callable (model, batch) -> loss")
-    for name, value in (("steps", steps), ("log_every", log_every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "steps" else 1):
-            raise ValueError(f"{name} must be an int >= {0 if name == 'steps' else 1}, got {value!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be positive, got {lr!r}")
-    if warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-    data = _check_data(data)
+    data, snapshot_steps = _check_train_args(model, data, loss_fn, steps, lr, warmup_steps, batch_size, log_every,
+                                             snapshot_steps, threads)
     n = data[0].shape[0]
-    if batch_size is not None and not (isinstance(batch_size, int) and 0 < batch_size):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-    snapshot_steps = sorted(set(int(s) for s in snapshot_steps))
-    if snapshot_steps and (snapshot_steps[0] < 0 or snapshot_steps[-1] > steps):
-        raise ValueError(f"snapshot_steps must lie in [0, steps={steps}], got {snapshot_steps}")
-
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     data = tuple(t.to(device) for t in data)
+    batches = _Batches(data, batch_size, torch.Generator().manual_seed(seed))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=betas)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup_steps) if warmup_steps else 1.0
@@ -277,25 +260,11 @@ def train(
         torch.set_num_threads(threads)
 
     def log(step: int, loss_value: float) -> bool:
-        row = {"step": step, "train_loss": loss_value}
-        if metrics_fn is not None:
-            was_training = model.training
-            model.eval()
-            with torch.no_grad():
-                extra = metrics_fn(model)
-            model.train(was_training)
-            if not isinstance(extra, dict):
-                raise TypeError(f"metrics_fn must return a dict, got {type(extra).__name__}")
-            row.update({k: float(v) for k, v in extra.items()})
-        for k in row:  # a metric first seen now gets NaN for the earlier rows
-            result.history.setdefault(k, [math.nan] * len(result.history["step"]))
-        for k in result.history:
-            result.history[k].append(row.get(k, math.nan))
+        row = _log_row(result.history, model, step, loss_value, metrics_fn)
         if bar is not None:
             bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"}, refresh=False)
         return bool(stop_when(row)) if stop_when is not None else False
 
-    perm, cursor = None, n
     t0 = time.perf_counter()
     model.train()
     try:
@@ -303,15 +272,7 @@ def train(
         if 0 in snapshot_steps:
             result.snapshots[0] = _snapshot(model)
         while step < steps:
-            if batch_size is None:
-                batch = data
-            else:
-                if cursor + batch_size > n:
-                    perm, cursor = torch.randperm(n, generator=gen).to(device), 0
-                idx = perm[cursor: cursor + batch_size]
-                cursor += batch_size
-                batch = tuple(t[idx] for t in data)
-            loss = loss_fn(model, batch)
+            loss = loss_fn(model, batches.next())
             if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
                 raise TypeError("loss_fn must return a scalar tensor")
             if not torch.isfinite(loss):
@@ -346,6 +307,62 @@ def train(
     result.seconds = time.perf_counter() - t0
     model.eval()
     return result
+
+
+def _check_train_args(model, data, loss_fn, steps, lr, warmup_steps, batch_size, log_every, snapshot_steps,
+                      threads) -> tuple[tuple[torch.Tensor, ...], list[int]]:
+    """:func:`train`'s argument checks; returns the data tuple and the sorted snapshot steps."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise TypeError("loss_fn must be callable (model, batch) -> loss")
+    check_int(steps, "steps", 0)
+    check_int(log_every, "log_every", 1)
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr must be positive, got {lr!r}")
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    data = _check_data(data)
+    check_positive_int(batch_size, "batch_size", allow_none=True)
+    check_positive_int(threads, "threads", allow_none=True)
+    snapshot_steps = sorted(set(int(s) for s in snapshot_steps))
+    if snapshot_steps and (snapshot_steps[0] < 0 or snapshot_steps[-1] > steps):
+        raise ValueError(f"snapshot_steps must lie in [0, steps={steps}], got {snapshot_steps}")
+    return data, snapshot_steps
+
+
+class _Batches:
+    """Minibatches without replacement, reshuffled by ``gen`` each epoch (the full data when ``batch_size`` is None)."""
+
+    def __init__(self, data: tuple[torch.Tensor, ...], batch_size: int | None, gen: torch.Generator) -> None:
+        self.data, self.batch_size, self.gen = data, batch_size, gen
+        self.n = data[0].shape[0]
+        self.perm, self.cursor = None, self.n
+
+    def next(self) -> tuple[torch.Tensor, ...]:
+        if self.batch_size is None:
+            return self.data
+        if self.cursor + self.batch_size > self.n:
+            self.perm, self.cursor = torch.randperm(self.n, generator=self.gen).to(self.data[0].device), 0
+        idx = self.perm[self.cursor: self.cursor + self.batch_size]
+        self.cursor += self.batch_size
+        return tuple(t[idx] for t in self.data)
+
+
+def _log_row(history: dict, model: nn.Module, step: int, loss_value: float, metrics_fn) -> dict:
+    """Append one row (step, train loss, ``metrics_fn(model)`` in eval mode) to ``history``; return it."""
+    row = {"step": step, "train_loss": loss_value}
+    if metrics_fn is not None:
+        with eval_mode(model), torch.no_grad():
+            extra = metrics_fn(model)
+        if not isinstance(extra, dict):
+            raise TypeError(f"metrics_fn must return a dict, got {type(extra).__name__}")
+        row.update({k: float(v) for k, v in extra.items()})
+    for k in row:  # a metric first seen now gets NaN for the earlier rows
+        history.setdefault(k, [math.nan] * len(history["step"]))
+    for k in history:
+        history[k].append(row.get(k, math.nan))
+    return row
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -62,6 +62,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helpers._factored import FactoredMatrix
+
 __all__ = [
     "TransformerConfig",
     "HookedTransformer",
@@ -71,6 +73,7 @@ __all__ = [
     "register_weight_transform",
     "weight_transforms",
     "act_name",
+    "FactoredMatrix",
 ]
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -726,6 +729,26 @@ class HookedTransformer(nn.Module):
     @property
     def W_out(self) -> torch.Tensor:
         return self._stack("W_out", "mlp")
+
+    @property
+    def QK(self) -> FactoredMatrix:
+        """QK circuits ``W_Q W_K^T`` of every head, ``[n_layers, n_heads, d_model, d_model]``, factored.
+
+        Read through the weight transform, as the forward pass uses them; the
+        score of query residual ``x_q`` on key residual ``x_k`` is
+        ``x_q W_QK x_k^T / sqrt(d_head)`` (plus bias terms). ``model.QK[l, h].AB``
+        is one head's matrix; ``.svd()`` and ``.eigenvalues`` never form it.
+        """
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-1, -2))
+
+    @property
+    def OV(self) -> FactoredMatrix:
+        """OV circuits ``W_V W_O`` of every head, ``[n_layers, n_heads, d_model, d_model]``, factored.
+
+        A residual vector ``x`` attended to writes ``x W_OV`` (row-vector
+        convention); read through the weight transform like :attr:`QK`.
+        """
+        return FactoredMatrix(self.W_V, self.W_O)
 
     @property
     def n_params(self) -> int:

@@ -597,3 +597,21 @@ def test_path_expansion_of_the_trained_model(trained, eval_data):
     paths = C.solution_path_expansion(trained, tokens)
     assert len(paths) == 1 + 8 + 16
     assert torch.allclose(sum(paths.values()), trained(tokens).double(), atol=1e-3)
+
+
+def test_head_pattern_explorer_and_its_static_twin(hand):
+    import matplotlib.pyplot as plt
+
+    data = C.repeated_tokens(3, 6, 32, seed=5)
+    explorer = C.head_pattern_explorer(hand, data, static_heads=[(0, 0), (1, 0)], static_seq=2)
+    assert [o[1] for o in explorer.controls["head"].options] == [(0, 0), (1, 0)]
+    pats = C.attention_patterns(hand, data.tokens)
+    grid = explorer.static_figure()  # the two chosen heads on sequence 2
+    shown = [ax.images[0].get_array().data for ax in grid.axes if ax.images]
+    assert len(shown) == 2 and all(np.allclose(s, pats[2, l, 0].numpy(), atol=1e-6) for s, l in zip(shown, (0, 1)))
+    explorer.controls["seq"].value = 1  # the live redraw runs without a kernel
+    with pytest.raises(TypeError, match="RepeatData"):
+        C.head_pattern_explorer(hand, data.tokens)
+    with pytest.raises(ValueError, match="static_seq"):
+        C.head_pattern_explorer(hand, data, static_seq=3)
+    plt.close("all")

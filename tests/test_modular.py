@@ -488,8 +488,10 @@ def test_plots_and_widget_build():
     snaps = {0: model.state_dict(), 10: model.state_dict()}
     fig = M.snapshot_explorer_static(model.cfg, snaps, neuron=3)
     assert len(fig.axes) == 4
-    box = M.snapshot_explorer(model.cfg, snaps)
-    assert box.children
+    explorer = M.snapshot_explorer(model.cfg, snaps)
+    assert explorer.widget.children and explorer.values["step"] == max(snaps)
+    explorer.controls["neuron"].value = 1  # the redraw path runs without a kernel
+    assert "<img" in explorer._repr_mimebundle_()["text/html"]
     plt.close("all")
     with pytest.raises(ValueError, match="empty"):
         M.snapshot_explorer_static(model.cfg, {})

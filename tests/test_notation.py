@@ -455,8 +455,11 @@ def test_explorer_text_and_widget():
     with pytest.raises(ValueError, match="sizes"):
         N.explore("ij->i", "i:3")
     pytest.importorskip("ipywidgets")
-    box = N.einsum_explorer("ij,jk->ik")
-    assert len(box.children) == 4
+    explorer = N.einsum_explorer("ij,jk->ik")
+    assert list(explorer.controls) == ["expr", "dims", "default"] and len(explorer.widget.children) == 2
+    explorer.controls["expr"].value = "ii->i,"  # an error is shown, not raised
+    fig = explorer.figure()
+    assert any("Error" in t.get_text() for ax in fig.axes for t in ax.texts)
     plt.close("all")
 
 

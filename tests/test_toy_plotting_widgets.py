@@ -8,7 +8,7 @@ import torch
 from helpers import store
 from helpers.plotting import attention_heatmap, pattern_grid, training_curves
 from helpers.toy import attention_to_first, first_token_data, last_position_loss, smoke_config
-from helpers.widgets import pattern_explorer, pattern_explorer_static
+from helpers.widgets import interactive_figure, pattern_explorer, pattern_explorer_static
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +60,12 @@ def test_plots_draw_and_reject_bad_shapes():
 def test_widget_and_its_static_twin_show_the_same_patterns(smoke):
     toks, _ = first_token_data(3, smoke.cfg.n_ctx, smoke.cfg.d_vocab, seed=1)
     w = pattern_explorer(smoke, toks)
-    seq_slider, head = w.children[0].children
+    seq_slider, head = w.widget.children[0].children
     assert seq_slider.max == 2 and list(head.options) == [0]
     seq_slider.value = 2  # redraw path runs without a kernel
+    live = w.figure().axes[0].images[0].get_array()  # the live figure shows the chosen sequence
+    assert torch.allclose(torch.as_tensor(live.data), smoke.run_with_cache(toks)[1]["pattern", 0][2, 0], atol=1e-6)
+    assert len([ax for ax in w.static_figure().axes if ax.images]) == 3  # the static twin: every sequence
     fig = pattern_explorer_static(smoke, toks, n=3)
     images = [ax.images[0].get_array() for ax in fig.axes if ax.images]
     _, cache = smoke.run_with_cache(toks)
@@ -90,3 +93,30 @@ def test_setup_page_sets_threads_style_and_refuses_bad_input():
         setup_page(threads=0)
     with pytest.raises(TypeError, match="style"):
         setup_page(style=[1])
+
+
+def test_interactive_figure_carries_the_widget_and_its_static_twin():
+    calls = []
+
+    def draw(fig, k, name):
+        calls.append((k, name))
+        fig.subplots().plot(range(4), [x ** k for x in range(4)], label=name)
+
+    f = interactive_figure(draw, {"k": range(1, 4), "name": ["a", ("bee", "b")]},
+                           static_values=[{"k": 1}, {"k": 3, "name": "b"}], ncols=2)
+    assert f.values == {"k": 1, "name": "a"} and calls == []  # nothing drawn until shown
+    grid = f.static_figure()
+    assert calls == [(1, "a"), (3, "b")] and len(grid.subfigs) == 2
+    bundle = f._repr_mimebundle_()
+    # Jupyter renders the widget view; the HTML book ranks it below text/html, a static image + caption
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["text/html"].count("<img") == 1 and "Jupyter" in bundle["text/html"]
+    f.controls["k"].value = 2
+    assert calls[-1] == (2, "a")
+    with pytest.raises(ValueError, match="not controls"):
+        interactive_figure(draw, {"k": range(3)}, static_values=[{"j": 1}])
+    with pytest.raises(TypeError, match="controls"):
+        interactive_figure(draw, {"k": 3})
+    with pytest.raises(TypeError, match="draw must be callable"):
+        interactive_figure(None, {"k": range(3)})
+    plt.close("all")

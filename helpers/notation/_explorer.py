@@ -52,42 +52,46 @@ def explore(expr: str, dims_text: str = "", default: int = 3) -> Tuple[Diagram, 
     return d, "\n".join(lines)
 
 
-def einsum_explorer(expr: str = "bij,bjk->bik", dims: str = "", default: int = 3):
-    """An ipywidgets explorer: type an einsum, see its diagram, shape and cost.
+def einsum_explorer(expr: str = "bij,bjk->bik", dims: str = "", default: int = 3, static_values=None):
+    """An interactive figure: type an einsum, see its diagram, shape and cost.
 
-    Needs a live kernel; the book shows :func:`gallery` beside it.
+    A :func:`helpers.widgets.interactive_figure`: live in Jupyter; in the HTML
+    book a static copy at ``static_values`` (a list of dicts with keys
+    ``expr``, ``dims``, ``default``; default: the initial setting), and the
+    book shows :func:`gallery` beside it.
 
     Returns
     -------
-    ipywidgets.VBox
+    helpers.widgets.InteractiveFigure
 
     Used in chapter 1.
     """
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
 
-    text = widgets.Text(value=expr, description="einsum", continuous_update=False,
-                        layout=widgets.Layout(width="420px"))
-    sizes = widgets.Text(value=dims, description="sizes", placeholder="e.g. i=3 j=4",
-                         continuous_update=False, layout=widgets.Layout(width="420px"))
-    dflt = widgets.IntSlider(value=default, min=1, max=64, description="other sizes", continuous_update=False)
-    out = widgets.Output()
+    from helpers.widgets import interactive_figure
 
-    def update(*_):
-        with out:
-            out.clear_output(wait=True)
-            try:
-                d, info = explore(text.value, sizes.value, dflt.value)
-            except (ValueError, TypeError) as err:
-                print(f"Error: {err}")
-                return
-            drawing = d.draw()
-            display(drawing.fig)
-            plt.close(drawing.fig)
-            print(info)
+    def draw(fig, expr, dims, default):
+        # plain axes (no grid spec): the diagram keeps its aspect by shrinking its box
+        ax_diagram, ax_text = fig.add_axes((0, 0.22, 1, 0.78)), fig.add_axes((0, 0, 1, 0.2))
+        ax_text.axis("off")
+        try:
+            d, info = explore(expr, dims, default)
+        except (ValueError, TypeError) as err:
+            ax_diagram.axis("off")
+            ax_diagram.text(0.5, 0.5, f"Error: {err}", ha="center", va="center", wrap=True, fontsize=11,
+                            color="#b00020", transform=ax_diagram.transAxes)
+            return
+        d.draw(ax=ax_diagram)
+        ax_text.text(0, 1, info, va="top", family="monospace", fontsize=8)
 
-    for w in (text, sizes, dflt):
-        w.observe(update, names="value")
-    update()
-    return widgets.VBox([text, sizes, dflt, out])
+    controls = {
+        "expr": widgets.Text(value=expr, description="einsum", continuous_update=False,
+                             layout=widgets.Layout(width="420px")),
+        "dims": widgets.Text(value=dims, description="sizes", placeholder="e.g. i=3 j=4",
+                             continuous_update=False, layout=widgets.Layout(width="420px")),
+        "default": widgets.IntSlider(value=default, min=1, max=64, description="other sizes",
+                                     continuous_update=False),
+    }
+    return interactive_figure(draw, controls, static_values=static_values, figsize=(7.5, 5.0), ncols=1,
+                              caption="A static copy of the einsum explorer at its initial expression; run this "
+                                      "page in Jupyter to type your own.")

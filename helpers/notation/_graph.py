@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, 
 import numpy as np
 import opt_einsum
 
+from helpers._util import is_torch as _is_torch
+from helpers._util import to_numpy as _to_numpy
+
 from ._parse import _check
 from ._style import PALETTE
 
@@ -268,16 +271,6 @@ class Diagram:
         from ._render import render
 
         return render([(self.layout(show_dims=show_dims), 0.0, 0.0)], ax=ax, title=title)
-
-
-def _is_torch(a: Any) -> bool:
-    return type(a).__module__.startswith("torch")
-
-
-def _to_numpy(a: Any) -> np.ndarray:
-    if _is_torch(a):
-        return a.detach().cpu().numpy()
-    return np.asarray(a)
 
 
 def _unique_axis_names(legs: Sequence[str]) -> List[str]:
