@@ -1459,7 +1459,7 @@ def snapshot_explorer(cfg: TransformerConfig, snapshots: dict, neuron: int = 0):
 def snapshot_explorer_static(cfg: TransformerConfig, snapshots: dict, neuron: int = 0):
     """Static twin of :func:`snapshot_explorer`: every snapshot side by side; returns the figure.
 
-    Used in chapter 4.
+    Not named on chapter 4's page (the page's snapshot explorer shows it as its static copy).
     """
     return snapshot_explorer(cfg, snapshots, neuron).static_figure()
 
