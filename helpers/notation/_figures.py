@@ -110,7 +110,6 @@ CHAPTER_DIAGRAMS: Dict[str, Dict[str, Any]] = {
     "relu_mask": dict(expr="m,mn,n,nk->k", shapes=[(9,), (9, 16), (16,), (16, 8)],
                       names=[r"$\tilde{x}$", "W_in", "s", "W_out"], roles={"s": "mask"},
                       index_names={"m": "m+1"}),
-    "hadamard_twice": dict(expr="i,i,i->i", shapes=[(4,), (4,), (4,)], names=["u", "v", "w"]),
     "read_exercise": dict(expr="bi,ij,bj->b", shapes=[(8, 3), (3, 3), (8, 3)], names=["x", "M", "x"]),
 }
 _MPS4 = mps_norm_network(4)
