@@ -2159,7 +2159,7 @@ def plot_rank_sweep(results: dict, axes, title: str, size: Optional[int] = None,
             ax.set_ylim(bottom=bottom, top=1.5)
     if size is not None:
         ax_params.axvline(size, color="gray", ls=":", lw=1)
-    ax_rank.legend(frameon=False, fontsize=8)
+    ax_rank.legend(frameon=False, fontsize=10)
     return axes
 
 
@@ -2341,3 +2341,234 @@ def attention_circuits(model) -> Tuple[np.ndarray, np.ndarray]:
         qk = model.QK.to(torch.float64).AB
         ov = model.OV.to(torch.float64).AB
     return to_numpy(qk), to_numpy(ov)
+
+
+# ---------------------------------------------------------------------------
+# Reading a trained model's decompositions (chapter 2's interpretability payoff)
+# ---------------------------------------------------------------------------
+
+
+class QKReading(NamedTuple):
+    """Result of :func:`qk_reading`: what a QK circuit's top singular directions read.
+
+    Attributes
+    ----------
+    S : ``[k]``
+        The top singular values of ``W_QK``.
+    query : ``[n_query, k]``
+        Each query-side input projected onto the top left singular vectors.
+    key : ``[n_key, k]``
+        Each key-side input projected onto the top right singular vectors.
+
+    Chapter 2 uses it through :func:`qk_reading`.
+    """
+
+    S: np.ndarray
+    query: np.ndarray
+    key: np.ndarray
+
+    def scores(self) -> np.ndarray:
+        """Scores ``[n_query, n_key]`` through the top ``k`` directions only: ``query diag(S) key^T``."""
+        return (self.query * self.S) @ self.key.T
+
+
+def qk_reading(W_QK: ArrayLike, query_inputs: ArrayLike, key_inputs: ArrayLike, k: int = 3) -> QKReading:
+    """Project query-side and key-side inputs onto a QK circuit's top ``k`` singular directions.
+
+    With ``W_QK = U diag(S) V^T`` (row-vector convention: the score of a query
+    residual ``x_q`` and a key residual ``x_k`` is ``x_q W_QK x_k^T``), the
+    query inputs are projected onto ``U[:, :k]`` and the key inputs onto
+    ``V[:, :k]``; the rank-``k`` part of the score is
+    ``sum_i S_i (x_q . u_i)(x_k . v_i)``.  Singular vectors are signed so
+    that each ``u_i`` has a positive sum of query projections (SVD signs are
+    arbitrary; flipping ``u_i`` and ``v_i`` together changes no score).
+
+    Parameters
+    ----------
+    W_QK : ``[d_model, d_model]``
+    query_inputs : ``[n_query, d_model]``
+        E.g. the embeddings of the tokens that ask (plus their position).
+    key_inputs : ``[n_key, d_model]``
+        E.g. the positional embeddings, or the token embeddings.
+    k : int
+        How many singular directions (``1 .. d_model``).
+
+    Returns
+    -------
+    QKReading
+
+    Used in chapter 2.
+
+    >>> rng = np.random.default_rng(0)
+    >>> P = np.linalg.qr(rng.standard_normal((6, 6)))[0].T   # orthonormal "positions", one per row
+    >>> r = qk_reading(P[:3].T @ P[:3], P, P, k=3)    # a QK circuit matching positions 0-2 to themselves
+    >>> bool(np.allclose(r.scores(), np.diag([1., 1., 1., 0., 0., 0.])))
+    True
+    """
+    W = _check_tensor(W_QK, "W_QK", ndim=2)
+    Xq = _check_tensor(query_inputs, "query_inputs", ndim=2)
+    Xk = _check_tensor(key_inputs, "key_inputs", ndim=2)
+    if Xq.shape[1] != W.shape[0] or Xk.shape[1] != W.shape[1]:
+        raise ValueError(f"query_inputs [n, {W.shape[0]}] and key_inputs [n, {W.shape[1]}] must match W_QK "
+                         f"{W.shape}; got {Xq.shape} and {Xk.shape}")
+    k = _check_int(k, "k")
+    if k > min(W.shape):
+        raise ValueError(f"k must be at most {min(W.shape)} for W_QK of shape {W.shape}; got {k}")
+    U, S, Vt = np.linalg.svd(W)
+    U, S, V = U[:, :k], S[:k], Vt[:k].T
+    q, key = Xq @ U, Xk @ V
+    sign = np.where(q.sum(0) < 0, -1.0, 1.0)
+    return QKReading(S, q * sign, key * sign)
+
+
+def input_share(reading: np.ndarray, other: np.ndarray) -> float:
+    """Share of the squared projection carried by one group of inputs: ``|a|^2 / (|a|^2 + |b|^2)``.
+
+    Parameters
+    ----------
+    reading, other : ``[n_a, k]`` and ``[n_b, k]``
+        Two groups of inputs projected onto the same directions (e.g. the
+        positional and the token embeddings onto a QK circuit's top right
+        singular vectors, :attr:`QKReading.key`).
+
+    Returns
+    -------
+    float in [0, 1]
+        1 when the directions see only the first group.
+
+    Used in chapter 2.
+
+    >>> input_share(np.ones((2, 3)), np.zeros((5, 3)))
+    1.0
+    """
+    a = _check_tensor(reading, "reading", ndim=2)
+    b = _check_tensor(other, "other", ndim=2)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"reading and other must be projected on the same number of directions; got "
+                         f"{a.shape} and {b.shape}")
+    na, nb = float((a ** 2).sum()), float((b ** 2).sum())
+    if na + nb == 0:
+        raise ValueError("both groups project to zero; the share is undefined")
+    return na / (na + nb)
+
+
+def match_accuracy(scores: ArrayLike) -> float:
+    """Fraction of rows ``i`` of a square score matrix whose largest entry is at column ``i``.
+
+    For a QK circuit read on pointers (rows) and positions (columns) this is
+    how often pointer ``k`` attends most to position ``k``; for a full OV
+    circuit (token in, logit out) how often a token's largest logit is
+    itself.
+
+    Used in chapter 2.
+
+    >>> match_accuracy(np.eye(3) + 0.1)
+    1.0
+    """
+    M = _check_tensor(scores, "scores", ndim=2)
+    if M.shape[0] != M.shape[1]:
+        raise ValueError(f"scores must be square [n, n]; got {M.shape}")
+    return float((M.argmax(1) == np.arange(M.shape[0])).mean())
+
+
+def copying_score(F: ArrayLike) -> float:
+    """Elhage et al.'s copying score of a square circuit: ``sum(eig) / sum(|eig|)``, real part.
+
+    ``F`` maps an input token to output logits over the same tokens (the full
+    OV circuit ``W_E W_OV W_U`` restricted to those tokens).  Positive
+    eigenvalues mean that reading a token raises its own logit; the score is
+    1 for a pure copier (all eigenvalues positive) and -1 for a pure
+    anti-copier.
+
+    Parameters
+    ----------
+    F : ``[n_tokens, n_tokens]``
+
+    Returns
+    -------
+    float in [-1, 1]
+
+    Used in chapter 2.
+
+    >>> copying_score(np.diag([3., 1., 2.])), copying_score(-np.eye(2))
+    (1.0, -1.0)
+    """
+    M = _check_tensor(F, "F", ndim=2)
+    if M.shape[0] != M.shape[1]:
+        raise ValueError(f"F must be square [n_tokens, n_tokens]; got {M.shape}")
+    lam = np.linalg.eigvals(M)
+    total = float(np.abs(lam).sum())
+    if total == 0:
+        raise ValueError("F is zero; the copying score is undefined")
+    return float(lam.real.sum() / total)
+
+
+class HeadLoadings(NamedTuple):
+    """Result of :func:`cp_head_loadings`.
+
+    Attributes
+    ----------
+    cp : CPDecomposition
+        Of the stacked ``[n_heads, d_model, d_model]`` tensor; ``cp.factors[0]``
+        is the head factor.
+    share : ``[n_heads, rank]``
+        Each component's squared head loadings, normalised to sum to 1.
+    n_eff : ``[rank]``
+        Effective number of heads of each component, ``1 / sum_h share[h]^2``
+        (1: one head only; ``n_heads``: spread evenly).
+    error : float
+        Relative error of the CP fit.
+
+    Chapter 2 uses it through :func:`cp_head_loadings`.
+    """
+
+    cp: Any
+    share: np.ndarray
+    n_eff: np.ndarray
+    error: float
+
+    def single_head(self, threshold: float = 0.9) -> np.ndarray:
+        """Mask ``[rank]`` of the components that put at least ``threshold`` of their loading on one head."""
+        return self.share.max(0) >= threshold
+
+
+def cp_head_loadings(T: ArrayLike, rank: int, *, max_iter: int = 300, tol: float | None = 1e-9,
+                     seed: int = 0) -> HeadLoadings:
+    """CP-decompose stacked per-head circuits and ask how each component spreads over the heads.
+
+    A CP component ``w_r a_r (x) b_r (x) c_r`` of ``T[head, d_model, d_model]``
+    is one input direction ``b_r`` and one output direction ``c_r`` used by the
+    heads in proportion to ``a_r``.  Components that load on one head are that
+    head's own; components spread over several are shared structure.
+
+    Parameters
+    ----------
+    T : ``[n_heads, d_model, d_model]``
+        E.g. the QK or OV circuits of one layer (:func:`attention_circuits`).
+    rank : int
+        CP rank.
+    max_iter, tol, seed
+        Passed to :func:`cp_als` (SVD initialisation, so deterministic).
+
+    Returns
+    -------
+    HeadLoadings
+
+    Used in chapter 2.
+
+    >>> rng = np.random.default_rng(0)
+    >>> b, c = rng.standard_normal((2, 2, 5))
+    >>> T = np.stack([np.outer(b[0], c[0]), np.outer(b[1], c[1]), np.zeros((5, 5))])  # one direction per head
+    >>> hl = cp_head_loadings(T, 2)
+    >>> bool(hl.error < 1e-8), hl.single_head().tolist()
+    (True, [True, True])
+    """
+    X = _check_tensor(T, "T", ndim=3)
+    rank = _check_int(rank, "rank")
+    cp = cp_als(X, rank, init="svd", seed=seed, tol=tol, max_iter=max_iter)
+    A = np.asarray(cp.factors[0], dtype=float)
+    norms = (A ** 2).sum(0)
+    if np.any(norms == 0):
+        raise ValueError("a CP component has a zero head factor; try a lower rank")
+    share = A ** 2 / norms
+    return HeadLoadings(cp, share, 1.0 / (share ** 2).sum(0), relative_error(X, cp.reconstruct()))

@@ -792,3 +792,69 @@ def test_lookup_recipe_reproduces_the_shipped_checkpoint():
     for key, value in model.state_dict().items():  # float32 rounding differs between CPUs: a tolerance
         assert torch.allclose(value, shipped[key], atol=1e-3, rtol=1e-3), key
     assert result.final()["test_acc"] > 0.99
+
+
+# --- reading a trained model's decompositions ---------------------------------
+
+
+def test_qk_reading_is_the_rank_k_part_of_the_scores():
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((10, 4)) @ rng.standard_normal((4, 10))  # rank 4
+    Xq, Xk = rng.standard_normal((6, 10)), rng.standard_normal((7, 10))
+    full = D.qk_reading(W, Xq, Xk, k=4)
+    assert np.max(np.abs(full.scores() - Xq @ W @ Xk.T)) < 1e-10  # rank 4: nothing is left out
+    part = D.qk_reading(W, Xq, Xk, k=2)
+    U, S, Vt = np.linalg.svd(W)
+    want = Xq @ (U[:, :2] * S[:2]) @ Vt[:2] @ Xk.T
+    assert np.max(np.abs(part.scores() - want)) < 1e-10
+    assert np.all(part.query.sum(0) >= 0)  # the sign convention
+    with pytest.raises(ValueError, match="k must be at most"):
+        D.qk_reading(W, Xq, Xk, k=11)
+    with pytest.raises(ValueError, match="query_inputs"):
+        D.qk_reading(W, Xq[:, :5], Xk)
+
+
+def test_input_share_match_accuracy_and_copying_score():
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((3, 2)), rng.standard_normal((4, 2))
+    assert abs(D.input_share(a, b) + D.input_share(b, a) - 1) < 1e-12
+    with pytest.raises(ValueError, match="same number of directions"):
+        D.input_share(a, b[:, :1])
+    perm = np.eye(5)[[1, 0, 2, 3, 4]]
+    assert D.match_accuracy(np.eye(5)) == 1.0 and D.match_accuracy(perm) == 0.6
+    with pytest.raises(ValueError, match="square"):
+        D.match_accuracy(np.ones((2, 3)))
+    Q = np.linalg.qr(rng.standard_normal((5, 5)))[0]
+    assert abs(D.copying_score(Q @ np.diag([1., 2., 3., 4., 5.]) @ Q.T) - 1) < 1e-10  # basis-free
+    assert abs(D.copying_score(np.diag([1., -1.]))) < 1e-12
+    assert abs(D.copying_score(perm) - 3 / 5) < 1e-10  # eigenvalues 1, -1, 1, 1, 1
+    with pytest.raises(ValueError, match="zero"):
+        D.copying_score(np.zeros((3, 3)))
+
+
+def test_cp_head_loadings_separates_private_and_shared_components():
+    rng = np.random.default_rng(2)
+    b, c = rng.standard_normal((3, 8)), rng.standard_normal((3, 8))
+    heads = np.array([[1.0, 0.0, 0.7], [0.0, 1.0, 0.7], [0.0, 0.0, 0.7]])  # components 0, 1 private; 2 shared
+    T = np.einsum("hr,ri,rj->hij", heads, b, c)
+    hl = D.cp_head_loadings(T, 3, max_iter=500, tol=1e-12)
+    assert hl.error < 1e-6
+    assert hl.share.shape == (3, 3) and np.allclose(hl.share.sum(0), 1)
+    assert sorted(np.round(hl.n_eff, 3).tolist()) == [1.0, 1.0, 3.0]
+    assert int(hl.single_head().sum()) == 2
+    with pytest.raises(ValueError, match="3 ways"):
+        D.cp_head_loadings(T[0], 2)
+
+
+@pytest.mark.slow
+def test_lookup_heads_read_positions_and_copy():
+    from helpers import store
+
+    m = store.load(D.LOOKUP_MODEL).model
+    W_QK, W_OV = (W[0] for W in D.attention_circuits(m))
+    W_E, W_pos, W_U = (t.detach().double().numpy() for t in (m.W_E, m.W_pos, m.W_U))
+    n_tok, n_pos = m.cfg.d_vocab_out, m.cfg.n_ctx - 1
+    for h in range(m.cfg.n_heads):
+        r = D.qk_reading(W_QK[h], W_E[n_tok:] + W_pos[n_pos], W_pos[:n_pos], 3)
+        assert D.match_accuracy(r.scores()) == 1.0
+        assert D.copying_score(W_E[:n_tok] @ W_OV[h] @ W_U) > 0.99

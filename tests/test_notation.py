@@ -508,3 +508,83 @@ def test_bias_augment():
     assert np.allclose(N.diagram("bI,Ij->bj", x1, Wb).contract(), x @ W + b)
     with pytest.raises(ValueError, match="d_out"):
         N.bias_augment(x, W, np.ones(3))
+
+
+# --- nonlinear steps held fixed: roles, and merging copy dots -----------------
+
+
+def test_roles_mark_boxes_without_moving_them():
+    plain = N.diagram("pk,km,mh,hn->pn", (5, 5), (5, 8), (8, 4), (4, 8), names=["A", "x", "W_V", "W_O"])
+    frozen = N.chapter_diagram("frozen_head")
+    assert frozen.roles == {0: "frozen"} and plain.roles == {}
+    assert np.array_equal(frozen.layout().coordinates(), plain.layout().coordinates())
+    assert frozen.layout().node_role == {0: "frozen"}
+    assert N.chapter_diagram("relu_mask").roles == {2: "mask"}
+    assert N.diagram("i,i->", (2,), (2,), roles={1: "mask"}).roles == {1: "mask"}
+    with pytest.raises(ValueError, match="roles"):
+        N.diagram("i,i->", (2,), (2,), roles={"A": "frozen"})
+    with pytest.raises(ValueError, match="roles"):
+        N.diagram("i,i->", (2,), (2,), roles={0: "hot"})
+    with pytest.raises(TypeError, match="roles"):
+        N.diagram("i,i->", (2,), (2,), roles=["frozen"])
+
+
+def test_roles_are_drawn_dashed():
+    dr = N.chapter_diagram("relu_mask").draw()
+    boxes = [p for p in dr.ax.patches if hasattr(p, "get_boxstyle")]
+    styles = [(p.get_linestyle(), p.get_hatch()) for p in boxes]
+    assert sum(ls != "-" for ls, _ in styles) == 1 and sum(h is not None for _, h in styles) == 1
+    plt.close(dr.fig)
+
+
+def test_relu_at_fixed_input_is_a_mask_on_a_copy_dot():
+    rng = np.random.default_rng(3)
+    W_in, b_in, W_out = rng.standard_normal((8, 16)), rng.standard_normal(16), rng.standard_normal((16, 8))
+    for _ in range(5):
+        x = rng.standard_normal(8)
+        s = (x @ W_in + b_in > 0).astype(float)
+        x1, Wb = N.bias_augment(x, W_in, b_in)
+        got = N.chapter_diagram("relu_mask", x1, Wb, s, W_out).contract()
+        assert np.max(np.abs(got - np.maximum(x @ W_in + b_in, 0) @ W_out)) < 1e-10
+
+
+def _chain_of_copies(rng, n_tensors, dim=3):
+    """Vectors u_0..u_{n-1} on a chain of joined 3-legged copy nodes, one dangling leg at the end."""
+    vecs = [rng.standard_normal(dim) for _ in range(n_tensors)]
+    nodes = [tn.Node(v, name=f"u{k}") for k, v in enumerate(vecs)]
+    copies = [tn.CopyNode(3, dim, name=f"c{k}") for k in range(n_tensors - 1)]
+    tn.connect(nodes[0][0], copies[0][0])
+    for k in range(1, n_tensors):
+        tn.connect(nodes[k][0], copies[k - 1][1])
+        if k < n_tensors - 1:
+            tn.connect(copies[k - 1][2], copies[k][0])
+    return vecs, nodes, copies
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_merge_copies_fuses_a_chain_of_dots_into_one(n):
+    rng = np.random.default_rng(n)
+    vecs, nodes, copies = _chain_of_copies(rng, n)
+    d = N.network_diagram(nodes + copies)
+    assert len(d.copy_nodes) == n - 1
+    merged = N.merge_copies(d, *vecs)
+    assert len(merged.copy_nodes) == 1 and merged.copy_nodes[0].rank == n + 1
+    assert np.max(np.abs(merged.contract() - np.prod(vecs, axis=0))) < 1e-12
+    assert N.merge_copies(merged).expr == merged.expr  # nothing left to merge
+
+
+def test_merge_copies_keeps_ordinary_edges_and_rejects_what_it_cannot_write():
+    rng = np.random.default_rng(0)
+    A, u, v = rng.standard_normal((3, 4)), rng.standard_normal(3), rng.standard_normal(3)
+    nA, nu, nv = tn.Node(A, name="A"), tn.Node(u, name="u"), tn.Node(v, name="v")
+    c1, c2 = tn.CopyNode(2, 3, name="c1"), tn.CopyNode(3, 3, name="c2")
+    tn.connect(nu[0], c1[0]), tn.connect(c1[1], c2[0]), tn.connect(nv[0], c2[1]), tn.connect(nA[0], c2[2])
+    merged = N.merge_copies(N.network_diagram([nA, nu, nv, c1, c2]), A, u, v)
+    assert np.max(np.abs(merged.contract() - (u * v) @ A)) < 1e-12
+    with pytest.raises(TypeError, match="Diagram"):
+        N.merge_copies("ij->ij")
+    c3, c4 = tn.CopyNode(3, 2, name="c3"), tn.CopyNode(3, 2, name="c4")
+    w = tn.Node(np.ones(2), name="w")
+    tn.connect(c3[0], c4[0]), tn.connect(w[0], c3[1])
+    with pytest.raises(ValueError, match="two output legs"):
+        N.merge_copies(N.network_diagram([w, c3, c4]))

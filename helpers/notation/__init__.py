@@ -64,7 +64,7 @@ from ._exercises import (
 from ._explorer import einsum_explorer, explore
 from ._figures import CHAPTER_DIAGRAMS, bias_augment, chapter_diagram, random_expression, random_isometry
 from ._geometry import boxes_overlap as _boxes_overlap
-from ._graph import Diagram, Edge, Leg, TensorNode, diagram, identity_wire, network_diagram
+from ._graph import Diagram, Edge, Leg, TensorNode, diagram, identity_wire, merge_copies, network_diagram
 from ._layout import LabelSpec, Layout
 from ._parse import Shape, parse_einsum
 from ._render import Drawing, draw_equation, draw_network, gallery
@@ -95,6 +95,7 @@ __all__ = [
     "parse_einsum",
     "identity_wire",
     "network_diagram",
+    "merge_copies",
     "draw_network",
     "draw_equation",
     "gallery",

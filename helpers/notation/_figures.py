@@ -104,6 +104,12 @@ CHAPTER_DIAGRAMS: Dict[str, Dict[str, Any]] = {
     "multihead_output": dict(expr="ipk,km,imh,ihn->pn", shapes=[(3, 5, 5), (5, 8), (3, 8, 4), (3, 4, 8)],
                              names=["A", "x", "W_V", "W_O"]),
     "order_example": dict(expr="ij,jk,k->i", shapes=[(50, 50), (50, 50), (50,)], names=["A", "B", "v"]),
+    # nonlinear steps held fixed: the attention pattern as an input box, a ReLU's 0/1 mask on a copy dot
+    "frozen_head": dict(expr="pk,km,mh,hn->pn", shapes=[(5, 5), (5, 8), (8, 4), (4, 8)],
+                        names=["A", "x", "W_V", "W_O"], roles={"A": "frozen"}),
+    "relu_mask": dict(expr="m,mn,n,nk->k", shapes=[(9,), (9, 16), (16,), (16, 8)],
+                      names=[r"$\tilde{x}$", "W_in", "s", "W_out"], roles={"s": "mask"},
+                      index_names={"m": "m+1"}),
     "read_exercise": dict(expr="bi,ij,bj->b", shapes=[(8, 3), (3, 3), (8, 3)], names=["x", "M", "x"]),
 }
 _MPS4 = mps_norm_network(4)
@@ -156,4 +162,5 @@ def chapter_diagram(name: str, *arrays: Any) -> Diagram:
     spec = dict(CHAPTER_DIAGRAMS[name])
     ops = arrays if arrays else spec["shapes"]
     return diagram(spec["expr"], *ops, names=spec.get("names"), colors=spec.get("colors"),
-                   index_names=spec.get("index_names"), positions=spec.get("positions"))
+                   index_names=spec.get("index_names"), positions=spec.get("positions"),
+                   roles=spec.get("roles"))

@@ -103,6 +103,12 @@ class Diagram:
         Fill colour of each tensor node id.
     positions : dict or None
         Optional fixed coordinates (inches) of operand nodes for drawing.
+    roles : dict
+        Drawing role of some tensor node ids: ``"frozen"`` (a value computed
+        from the input elsewhere and held fixed, such as an attention pattern:
+        a dashed box) or ``"mask"`` (a fixed 0/1 vector, such as a ReLU's
+        on/off pattern: a hatched dashed box).  Roles change only how a box is
+        drawn, never the layout or the contraction.
 
     Chapter 1 uses it through :func:`diagram`.
     """
@@ -118,6 +124,7 @@ class Diagram:
     index_names: Dict[str, str] = field(default_factory=dict)
     colors: Dict[int, str] = field(default_factory=dict)
     positions: Optional[Dict[int, Tuple[float, float]]] = None
+    roles: dict[int, str] = field(default_factory=dict)
 
     # -- structure -------------------------------------------------------
     @property
@@ -307,6 +314,7 @@ def diagram(
     colors: Any = None,
     index_names: Optional[Mapping[str, str]] = None,
     positions: Optional[Mapping[int, Tuple[float, float]]] = None,
+    roles: Mapping[Any, str] | None = None,
 ) -> Diagram:
     """Build the tensor diagram of an einsum expression.
 
@@ -329,6 +337,10 @@ def diagram(
     positions : dict, optional
         Fixed coordinates in inches for some or all operands (by position),
         for two-dimensional layouts such as a ladder.
+    roles : dict, optional
+        Drawing role per operand name or position: ``"frozen"`` (dashed box:
+        a value held fixed, e.g. an attention pattern) or ``"mask"`` (hatched
+        dashed box: a fixed 0/1 vector, e.g. a ReLU's on/off pattern).
 
     Returns
     -------
@@ -401,7 +413,32 @@ def diagram(
         index_names=dict(index_names or {}),
         colors=_assign_colors(names, colors),
         positions=pos,
+        roles=_assign_roles(names, roles),
     )
+
+
+ROLES = ("frozen", "mask")
+
+
+def _assign_roles(names: Sequence[str], roles: Any) -> dict[int, str]:
+    """Role per operand id from a dict keyed by operand name or position."""
+    if roles is None:
+        return {}
+    if not isinstance(roles, Mapping):
+        raise TypeError(f"roles must be a dict of operand name or position -> role, got {type(roles).__name__}")
+    out: dict[int, str] = {}
+    for key, role in roles.items():
+        if role not in ROLES:
+            raise ValueError(f"roles[{key!r}] must be one of {ROLES}, got {role!r}")
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            if not 0 <= key < len(names):
+                raise ValueError(f"roles key {key!r} is not an operand position 0..{len(names) - 1}")
+            out[int(key)] = role
+        elif key in names:
+            out.update({k: role for k, nm in enumerate(names) if nm == key})
+        else:
+            raise ValueError(f"roles key {key!r} is neither an operand name {list(names)} nor a position")
+    return out
 
 
 def identity_wire(left: str = "j", right: str = "k", dim: Optional[int] = None) -> Diagram:
@@ -503,3 +540,108 @@ def network_diagram(nodes: Iterable[Any], colors: Any = None) -> Diagram:
         index_names=index_names,
         colors=_assign_colors([shown[k] for k in range(len(nodes))], colors),
     )
+
+
+# ---------------------------------------------------------------------------
+# Rewriting rules
+# ---------------------------------------------------------------------------
+
+
+def merge_copies(d: Diagram, *operands: Any) -> Diagram:
+    """Merge copy dots joined by edges into one copy dot (the copy-tensor fusion rule).
+
+    Two copy tensors joined by a wire are one copy tensor: summing over the
+    shared index forces all the legs of both to be equal, so
+    :math:`\\sum_j \\delta_{abj}\\delta_{jcd} = \\delta_{abcd}`.  This rewrites
+    a diagram accordingly: every connected group of copy nodes becomes one
+    index, and the result is rebuilt with :func:`diagram` (so the group is
+    drawn as one dot with all the group's outside legs).
+
+    Parameters
+    ----------
+    d : Diagram
+        Typically from :func:`network_diagram` (the only builder whose copy
+        nodes can touch); a diagram without joined copy nodes comes back
+        unchanged in meaning.
+    *operands : array or tuple of int
+        Arrays or shapes for the tensor nodes, in node order; default the
+        diagram's own operands, or its shapes.
+
+    Returns
+    -------
+    Diagram
+        Over the tensor nodes only, with one index per merged group.
+
+    Raises
+    ------
+    ValueError
+        If a merged group has two output legs (the merged result would be a
+        diagonal, which an einsum output cannot repeat) or touches nothing
+        but copy nodes (a closed loop, the scalar ``dim``).
+
+    Used in chapter 1.
+
+    >>> import tensornetwork as tn
+    >>> u, v, w = (tn.Node(np.ones(3), name=n) for n in "uvw")
+    >>> c1, c2 = tn.CopyNode(3, 3, name="c1"), tn.CopyNode(3, 3, name="c2")
+    >>> _ = [u[0] ^ c1[0], v[0] ^ c1[1], c1[2] ^ c2[0], w[0] ^ c2[1]]
+    >>> d = network_diagram([u, v, w, c1, c2])
+    >>> len(d.copy_nodes), merge_copies(d).expr
+    (2, 'a,a,a->a')
+    """
+    if not isinstance(d, Diagram):
+        raise TypeError(f"merge_copies takes a Diagram, got {type(d).__name__}")
+    copy_ids = {n.id for n in d.copy_nodes}
+    parent = {c: c for c in copy_ids}
+
+    def find(c: int) -> int:
+        while parent[c] != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    for e in d.edges:
+        if e.a[0] in copy_ids and e.b[0] in copy_ids:
+            parent[find(e.a[0])] = find(e.b[0])
+    group_letter: dict[int, str] = {}
+    axis_letter: dict[tuple[int, int], str] = {}
+    dims: dict[str, int | None] = {}
+    touches: dict[int, int] = {}
+    for e in d.edges:
+        ends = [x for x in (e.a, e.b) if x[0] not in copy_ids]
+        groups = {find(x[0]) for x in (e.a, e.b) if x[0] in copy_ids}
+        if groups:
+            (g,) = groups
+            letter = group_letter.setdefault(g, e.index)
+            touches[g] = touches.get(g, 0) + len(ends)
+        else:
+            letter = e.index
+        dims[letter] = e.dim
+        for x in ends:
+            axis_letter[x] = letter
+    out = ""
+    for g in d.dangling:
+        if g.end[0] in copy_ids:
+            grp = find(g.end[0])
+            letter = group_letter.setdefault(grp, g.index)
+            touches[grp] = touches.get(grp, 0) + 1
+            if letter in out:
+                raise ValueError(f"the merged copy dot of index {letter!r} has two output legs; "
+                                 "merging it would give a diagonal, which an einsum cannot write")
+        else:
+            letter = g.index
+            axis_letter[g.end] = letter
+        dims[letter] = g.dim
+        out += letter
+    closed = [group_letter.get(g, "?") for g in {find(c) for c in copy_ids} if not touches.get(g)]
+    if closed:
+        raise ValueError(f"copy nodes {closed} touch only each other (a closed loop, a scalar); nothing to merge into")
+    tensors = d.tensor_nodes
+    subs = ["".join(axis_letter[(n.id, ax)] for ax in range(n.rank)) for n in tensors]
+    if not operands:
+        operands = d.operands if d.operands is not None else tuple(
+            tuple(dims[ch] for ch in sub) for sub in subs)
+    names = {ch: d.index_names[ch] for ch in dims if ch in d.index_names}
+    return diagram(",".join(subs) + "->" + out, *operands, names=[n.name for n in tensors],
+                   colors=[d.colors.get(n.id, PALETTE[0]) for n in tensors], index_names=names,
+                   roles={k: d.roles[n.id] for k, n in enumerate(tensors) if n.id in d.roles})

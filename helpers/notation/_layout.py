@@ -70,6 +70,9 @@ class Layout:
         ``("leg", i)``, ``("copy", id)``) with estimated boxes.
     extent : tuple
         ``(x0, y0, x1, y1)`` covering everything.
+    node_role : dict
+        Drawing role (``"frozen"``, ``"mask"``) of some node ids, from
+        :attr:`Diagram.roles`; it changes how a box is drawn, not where.
 
     Built by every drawing of chapter 1; not named on its page.
     """
@@ -82,6 +85,7 @@ class Layout:
     paths: List[Tuple[Tuple, np.ndarray]]
     labels: List[LabelSpec]
     extent: Tuple[float, float, float, float]
+    node_role: dict[int, str] = field(default_factory=dict)
 
     def coordinates(self) -> np.ndarray:
         """Every coordinate of the layout in one flat array (for determinism checks)."""
@@ -108,6 +112,7 @@ class Layout:
             [(k, p + np.array([dx, dy])) for k, p in self.paths],
             [LabelSpec(l.key, l.text, l.x + dx, l.y + dy, l.size, sh(l.box), l.color) for l in self.labels],
             sh(self.extent),
+            dict(self.node_role),
         )
 
     @property
@@ -205,7 +210,8 @@ def layout_diagram(d: "Diagram", show_dims: bool = True, style: DiagramStyle = S
     _add_loops_and_legs(st)
     node_boxes, all_pts = place_labels(st)
     extent = diagram_extent(node_boxes, st.labels, all_pts, style.margin)
-    return Layout(st.node_xy, st.node_wh, st.node_kind, st.node_text, st.node_color, st.paths, st.labels, extent)
+    return Layout(st.node_xy, st.node_wh, st.node_kind, st.node_text, st.node_color, st.paths, st.labels, extent,
+                  dict(getattr(d, "roles", {})))
 
 
 def _bare_wire(d: "Diagram", show_dims: bool, style: DiagramStyle) -> Layout:

@@ -89,9 +89,12 @@ def render(items, ax=None, title=None, ops=(), scale: float = 1.0) -> Drawing:
             if lay.node_kind[k] == "copy":
                 ax.add_patch(Circle((x, y), STYLE.copy_r, fc="0.1", ec="0.1", zorder=3))
             else:
+                role = lay.node_role.get(k)  # a frozen value or a 0/1 mask: dashed (and hatched) outline
                 ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h,
                                             boxstyle="round,pad=0,rounding_size=0.09",
-                                            fc=lay.node_color.get(k, PALETTE[0]), ec="0.15", lw=1.3, zorder=3))
+                                            fc=lay.node_color.get(k, PALETTE[0]), ec="0.15",
+                                            lw=1.8 if role else 1.3, ls=(0, (3, 2)) if role else "-",
+                                            hatch="//" if role == "mask" else None, zorder=3))
         for lab in lay.labels:
             node = lab.key[0] == "node"
             t = ax.text(lab.x, lab.y, lab.text, ha="center", va="center", fontsize=lab.size,
