@@ -1926,6 +1926,8 @@ def activation_patch(model: HookedTransformer, clean, corrupted, hook_name: str,
         pos = slice(None)
     else:
         pos = torch.as_tensor(positions, device=src.device)
+        if pos.dtype != torch.bool:
+            pos = pos.long()
         if pos.ndim == 0:
             pos = pos[None]
 
