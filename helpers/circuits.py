@@ -31,6 +31,14 @@ residual stream, each path a product of weight matrices.
   (:func:`repeat_data`).
 * **Ablation and per-position loss**: :func:`ablation_hooks`,
   :func:`run_ablated`, :func:`per_position_loss`, :func:`repeat_metrics`.
+* **Activation and path patching**: a clean and a corrupted run
+  (:func:`corrupt_first_copy`), the normalised second-copy loss
+  (:func:`second_copy_loss`, :func:`normalised_metric`), patching one
+  activation (:func:`activation_patch`, :func:`head_patching_table`), a head's
+  attention scores split by query and key source (:func:`residual_components`,
+  :func:`decompose_attention_scores`), one head's output replaced only in the
+  queries, keys or values of later heads (:func:`path_patch`), and Olsson et
+  al.'s in-context learning score (:func:`in_context_learning_score`).
 * **Trained models**: the recipes ``induction_2l``, ``induction_1l`` and
   ``induction_1l_fixed`` (:func:`train_induction`), shipped as checkpoints.
 * **Exercise solutions** (``solution_*``) with ``check_*`` functions that test
