@@ -31,6 +31,14 @@ residual stream, each path a product of weight matrices.
   (:func:`repeat_data`).
 * **Ablation and per-position loss**: :func:`ablation_hooks`,
   :func:`run_ablated`, :func:`per_position_loss`, :func:`repeat_metrics`.
+* **Activation and path patching**: a clean and a corrupted run
+  (:func:`corrupt_first_copy`), the normalised second-copy loss
+  (:func:`second_copy_loss`, :func:`normalised_metric`), patching one
+  activation (:func:`activation_patch`, :func:`head_patching_table`), a head's
+  attention scores split by query and key source (:func:`residual_components`,
+  :func:`decompose_attention_scores`), one head's output replaced only in the
+  queries, keys or values of later heads (:func:`path_patch`), and Olsson et
+  al.'s in-context learning score (:func:`in_context_learning_score`).
 * **Trained models**: the recipes ``induction_2l``, ``induction_1l`` and
   ``induction_1l_fixed`` (:func:`train_induction`), shipped as checkpoints.
 * **Exercise solutions** (``solution_*``) with ``check_*`` functions that test
@@ -119,6 +127,16 @@ __all__ = [
     "check_ablation_table",
     "solution_find_induction_by_weights",
     "check_find_induction_by_weights",
+    # activation patching, score decomposition, path patching, in-context learning
+    "corrupt_first_copy",
+    "second_copy_loss",
+    "normalised_metric",
+    "activation_patch",
+    "head_patching_table",
+    "residual_components",
+    "decompose_attention_scores",
+    "path_patch",
+    "in_context_learning_score",
 ]
 
 Head = tuple  # (layer, head)
@@ -1751,3 +1769,369 @@ def check_find_induction_by_weights(fn: Callable, model: HookedTransformer) -> b
         raise AssertionError(f"expected {ref}, got {got!r}: did you use K-composition (W_OV^0 against W_QK^1 "
                              "transposed)?")
     return True
+
+
+# ---------------------------------------------------------------------------
+# Activation patching, score decomposition, path patching, in-context learning
+# ---------------------------------------------------------------------------
+def _check_patchable(model) -> None:
+    _check_model(model, qk=True)
+    c = model.cfg
+    if c.normalization or c.final_normalization:
+        raise ValueError("patching by adding to q/k/v here needs a model without normalization (normalization=None)")
+    if c.positional_embedding != "learned":
+        raise ValueError(f"needs learned positional embeddings, got positional_embedding={c.positional_embedding!r}")
+
+
+def _tokens_of(x, name: str) -> torch.Tensor:
+    t = x.tokens if isinstance(x, RepeatData) else x
+    if not isinstance(t, torch.Tensor) or t.ndim != 2:
+        raise ValueError(f"{name} must be a RepeatData or a token tensor [batch, pos], got "
+                         f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+    return t
+
+
+def corrupt_first_copy(data: RepeatData, d_vocab: int, *, seed: int = 0) -> RepeatData:
+    """The same sequences with the first copy of ``r`` replaced by fresh tokens.
+
+    Each sequence's first copy becomes ``r'``: distinct tokens that occur
+    nowhere else in that sequence (and are not BOS). The second copy, and so
+    every target of :attr:`RepeatData.second`, is unchanged, but nothing in
+    the context predicts it any more: the **corrupted run** of chapter 3's
+    activation patching.
+
+    Parameters
+    ----------
+    data : RepeatData
+    d_vocab : int
+        The vocabulary the fresh tokens are drawn from.
+    seed : int
+
+    Returns
+    -------
+    RepeatData with the same masks, ``start`` and ``seq_len``.
+
+    Used in chapter 3.
+
+    >>> d = repeated_tokens(3, 5, d_vocab=20, seed=0)
+    >>> c = corrupt_first_copy(d, 20, seed=1)
+    >>> bool((c.tokens[:, 6:] == d.tokens[:, 6:]).all()), bool((c.tokens[:, 1:6] != d.tokens[:, 1:6]).all())
+    (True, True)
+    """
+    if not isinstance(data, RepeatData):
+        raise TypeError(f"data must be a RepeatData, got {type(data).__name__}")
+    d_vocab = _check_int(d_vocab, "d_vocab", 2)
+    gen = torch.Generator().manual_seed(_check_int(seed, "seed"))
+    tokens = data.tokens.cpu().clone()
+    if int(tokens.max()) >= d_vocab:
+        raise ValueError(f"data has token {int(tokens.max())}, outside d_vocab={d_vocab}")
+    for i in range(len(data)):
+        s, n = int(data.start[i]), int(data.seq_len[i])
+        used = set(tokens[i].tolist()) | {data.bos}
+        free = torch.tensor([t for t in range(d_vocab) if t not in used], dtype=tokens.dtype)
+        if len(free) < n:
+            raise ValueError(f"sequence {i} has only {len(free)} unused tokens for a fresh r of length {n}; "
+                             "use a larger d_vocab or shorter repeats")
+        tokens[i, s:s + n] = free[torch.randperm(len(free), generator=gen)[:n]]
+    return RepeatData(tokens.to(data.tokens.device), data.first, data.second, data.start, data.seq_len, data.bos)
+
+
+def second_copy_loss(logits: torch.Tensor, data: RepeatData) -> float:
+    """Mean next-token loss on the second copy of ``r`` (the patching metric of chapter 3).
+
+    Parameters
+    ----------
+    logits : Tensor ``[batch, pos, d_vocab_out]``
+    data : RepeatData
+        The **clean** sequences: their ``tokens`` are the targets, their
+        ``second`` mask the positions.
+
+    Used in chapter 3.
+    """
+    if not isinstance(data, RepeatData):
+        raise TypeError(f"data must be a RepeatData, got {type(data).__name__}")
+    loss = per_position_loss(logits.detach(), data.tokens.to(logits.device))
+    return float(loss[data.second[:, 1:].to(logits.device)].mean())
+
+
+def normalised_metric(value, clean, corrupted) -> float:
+    """``(value - corrupted) / (clean - corrupted)``: 0 at the corrupted run, 1 at the clean run.
+
+    Works for a metric of either sign (a loss, which the clean run makes
+    small, or a logit difference, which it makes large).
+
+    Used in chapter 3.
+
+    >>> normalised_metric(2.0, clean=0.5, corrupted=3.5)
+    0.5
+    """
+    value, clean, corrupted = float(value), float(clean), float(corrupted)
+    if clean == corrupted:
+        raise ValueError(f"clean and corrupted must differ to normalise, both are {clean}")
+    return (value - corrupted) / (clean - corrupted)
+
+
+@torch.no_grad()
+def activation_patch(model: HookedTransformer, clean, corrupted, hook_name: str, *, head: int | None = None,
+                     positions=None) -> torch.Tensor:
+    """Logits of the corrupted run with one activation taken from the clean run.
+
+    Runs ``clean`` once and caches ``hook_name``; then runs ``corrupted`` with a
+    hook that overwrites that activation by the clean one: all of it, or only
+    head ``head`` (dimension 2 of ``hook_q/k/v/z``), only at ``positions``
+    (dimension 1), or both. Everything downstream is recomputed.
+
+    Parameters
+    ----------
+    clean, corrupted : RepeatData or Tensor ``[batch, pos]`` of the same shape
+    hook_name : str
+        e.g. ``act_name("z", 0)`` or ``act_name("resid_pre", 1)``.
+    head : int, optional
+    positions : int, sequence of ints or bool Tensor ``[pos]``, optional
+
+    Returns
+    -------
+    Tensor ``[batch, pos, d_vocab_out]``
+
+    Used in chapter 3.
+
+    >>> m = induction_head_model(d_vocab=12, n_ctx=11)
+    >>> d = repeated_tokens(20, 5, d_vocab=12, seed=0); c = corrupt_first_copy(d, 12)
+    >>> torch.equal(activation_patch(m, d, c, act_name("embed")), m(d.tokens))   # patch everything: the clean run
+    True
+    """
+    _check_model(model)
+    clean_t, corr_t = _tokens_of(clean, "clean"), _tokens_of(corrupted, "corrupted")
+    if clean_t.shape != corr_t.shape:
+        raise ValueError(f"clean and corrupted must have the same shape, got {tuple(clean_t.shape)} and "
+                         f"{tuple(corr_t.shape)}")
+    if hook_name not in model.hook_dict:
+        raise ValueError(f"hook_name {hook_name!r} is not a hook point of this model")
+    _, cache = model.run_with_cache(clean_t, names_filter=[hook_name])
+    src = cache[hook_name]
+    if head is not None:
+        if src.ndim != 4:
+            raise ValueError(f"head= needs a per-head activation [batch, pos, n_heads, d_head], {hook_name!r} has "
+                             f"shape {tuple(src.shape)}")
+        head = _check_head(model, head, "head")
+    if positions is None:
+        pos = slice(None)
+    else:
+        pos = torch.as_tensor(positions, device=src.device)
+        if pos.dtype != torch.bool:
+            pos = pos.long()
+        if pos.ndim == 0:
+            pos = pos[None]
+
+    def fn(x, hook):
+        x = x.clone()
+        if head is None:
+            x[:, pos] = src[:, pos]
+        else:
+            x[:, pos, head] = src[:, pos, head]
+        return x
+
+    return model.run_with_hooks(corr_t, fwd_hooks=[(hook_name, fn)])
+
+
+@torch.no_grad()
+def head_patching_table(model: HookedTransformer, clean: RepeatData, corrupted) -> torch.Tensor:
+    """Normalised second-copy loss when each head's output ``z`` is patched from clean into corrupted.
+
+    Entry ``[l, h]`` is :func:`normalised_metric` of :func:`second_copy_loss`
+    after :func:`activation_patch` of ``act_name("z", l)``, head ``h``, at every
+    position: 0 = as corrupted, 1 = as clean.
+
+    Returns
+    -------
+    Tensor ``[n_layers, n_heads]`` (float64)
+
+    Used in chapter 3.
+    """
+    _check_model(model)
+    if not isinstance(clean, RepeatData):
+        raise TypeError(f"clean must be a RepeatData (its second copy is the metric), got {type(clean).__name__}")
+    loss_clean = second_copy_loss(model(clean.tokens), clean)
+    loss_corr = second_copy_loss(model(_tokens_of(corrupted, "corrupted")), clean)
+    out = torch.zeros(model.cfg.n_layers, model.cfg.n_heads, dtype=torch.float64)
+    for l in range(model.cfg.n_layers):
+        for h in range(model.cfg.n_heads):
+            logits = activation_patch(model, clean, corrupted, act_name("z", l), head=h)
+            out[l, h] = normalised_metric(second_copy_loss(logits, clean), loss_clean, loss_corr)
+    return out
+
+
+@torch.no_grad()
+def residual_components(model: HookedTransformer, tokens, layer: int) -> tuple[list[str], torch.Tensor]:
+    """Split the residual stream entering ``layer`` into the pieces that wrote it.
+
+    In an attention-only model without normalization, ``resid_pre[layer]`` is
+    the token embedding, plus the positional embedding, plus the output
+    ``z^h W_O^h`` of every head in earlier layers (plus their ``b_O`` when the
+    model has attention biases).
+
+    Returns
+    -------
+    names : list of str
+        ``"embed"``, ``"pos"``, then ``"L0H0"``, ``"L0H1"``, ... (and ``"b_O"``).
+    parts : Tensor ``[component, batch, pos, d_model]``
+        Summing over ``component`` gives ``resid_pre[layer]``.
+
+    Used in chapter 3.
+    """
+    _check_patchable(model)
+    if not model.cfg.attn_only:
+        raise ValueError("residual_components needs an attention-only model (attn_only=True)")
+    layer = _check_layer(model, layer)
+    tokens = _tokens_of(tokens, "tokens")
+    names = [act_name("embed"), act_name("pos_embed")] + [act_name("z", l) for l in range(layer)]
+    _, cache = model.run_with_cache(tokens, names_filter=names)
+    batch, n_pos = tokens.shape
+    parts = [cache[act_name("embed")], cache[act_name("pos_embed")].expand(batch, n_pos, -1)]
+    labels = ["embed", "pos"]
+    for l in range(layer):
+        W_O = model.blocks[l].attn.W_O  # [n_heads, d_head, d_model]
+        z = cache[act_name("z", l)]
+        for h in range(model.cfg.n_heads):
+            parts.append(z[:, :, h] @ W_O[h])
+            labels.append(f"L{l}H{h}")
+    if model.cfg.attn_bias and layer > 0:
+        parts.append(sum(model.blocks[l].attn.b_O for l in range(layer)).expand(batch, n_pos, -1))
+        labels.append("b_O")
+    return labels, torch.stack(parts)
+
+
+@torch.no_grad()
+def decompose_attention_scores(model: HookedTransformer, tokens, layer: int, head: int
+                               ) -> tuple[list[str], torch.Tensor]:
+    """An attention head's scores as a sum over (query source, key source) pairs.
+
+    With the residual stream split into components ``x = sum_i x_i``
+    (:func:`residual_components`), the score of query position ``q`` on key
+    position ``k`` is bilinear::
+
+        score[q, k] = (x[q] W_Q + b_Q) (x[k] W_K + b_K)^T / sqrt(d_head)
+                    = sum_{i, j} (x_i[q] W_Q) (x_j[k] W_K)^T / sqrt(d_head)   (+ bias terms)
+
+    so each term says how much component ``i`` in the query, matched against
+    component ``j`` in the key, adds to the score.
+
+    Returns
+    -------
+    names : list of str
+        The components (as :func:`residual_components`, plus ``"bias"`` for
+        ``b_Q``/``b_K`` when the model has them).
+    terms : Tensor ``[query_component, key_component, batch, query_pos, key_pos]``
+        Summing over the first two dimensions gives the head's scores
+        (``hook_attn_scores`` before the causal mask).
+
+    Used in chapter 3.
+    """
+    _check_patchable(model)
+    head = _check_head(model, head)
+    names, parts = residual_components(model, tokens, layer)
+    attn = model.blocks[layer].attn
+    q = parts @ attn.W_Q[head]  # [comp, batch, pos, d_head]
+    k = parts @ attn.W_K[head]
+    if model.cfg.attn_bias:
+        names = names + ["bias"]
+        q = torch.cat([q, attn.b_Q[head].expand(1, *q.shape[1:3], -1)])
+        k = torch.cat([k, attn.b_K[head].expand(1, *k.shape[1:3], -1)])
+    terms = torch.einsum("ibqe,jbke->ijbqk", q, k) / math.sqrt(model.cfg.d_head)
+    return names, terms
+
+
+@torch.no_grad()
+def path_patch(model: HookedTransformer, tokens, replacement, sender: Sequence[int], receivers,
+               inputs: str = "k") -> torch.Tensor:
+    """Logits when one head's output is replaced only on its path into chosen inputs of later heads.
+
+    The run is on ``tokens``. The sender head's output ``z W_O`` on
+    ``replacement`` (another batch of the same shape) differs from its output
+    on ``tokens`` by ``delta`` ``[batch, pos, d_model]``. Each receiver head's
+    query, key and/or value (``inputs``, any of ``"q"``, ``"k"``, ``"v"``) is
+    recomputed from the residual stream plus ``delta``, which for a model
+    without normalization means adding ``delta W_Q`` (``W_K``, ``W_V``) of
+    that head. Everything else — the sender's other paths, the receiver's other
+    inputs, other heads — sees the unchanged run. With ``replacement`` equal to
+    ``tokens`` the output is the plain run.
+
+    Parameters
+    ----------
+    sender : (layer, head)
+    receivers : (layer, head) or list of them, all in later layers than the sender
+    inputs : str
+        A combination of ``"q"``, ``"k"``, ``"v"`` (e.g. ``"k"`` or ``"qkv"``).
+
+    Returns
+    -------
+    Tensor ``[batch, pos, d_vocab_out]``
+
+    Used in chapter 3.
+
+    >>> m = induction_head_model(d_vocab=12, n_ctx=11)
+    >>> d = repeated_tokens(50, 5, d_vocab=12, seed=0); other = repeated_tokens(50, 5, d_vocab=12, seed=1)
+    >>> loss = lambda lg: round(second_copy_loss(lg, d), 2)
+    >>> loss(m(d.tokens)), loss(path_patch(m, d, other, (0, 0), (1, 0), "q")) == loss(m(d.tokens))
+    (0.0, True)
+    >>> loss(path_patch(m, d, other, (0, 0), (1, 0), "k")) > 1   # the previous token feeds the keys only
+    True
+    """
+    _check_patchable(model)
+    tokens, replacement = _tokens_of(tokens, "tokens"), _tokens_of(replacement, "replacement")
+    if tokens.shape != replacement.shape:
+        raise ValueError(f"tokens and replacement must have the same shape, got {tuple(tokens.shape)} and "
+                         f"{tuple(replacement.shape)}")
+    l0, h0 = _pair(model, sender, "sender")
+    recv = _heads_list(model, receivers)
+    if any(l <= l0 for l, _ in recv):
+        raise ValueError(f"every receiver must be in a later layer than the sender (layer {l0}), got {recv}")
+    if not isinstance(inputs, str) or not inputs or set(inputs) - set("qkv"):
+        raise ValueError(f"inputs must be a non-empty combination of 'q', 'k', 'v', got {inputs!r}")
+    z_name = act_name("z", l0)
+    _, c_run = model.run_with_cache(tokens, names_filter=[z_name])
+    _, c_rep = model.run_with_cache(replacement, names_filter=[z_name])
+    delta = (c_rep[z_name][:, :, h0] - c_run[z_name][:, :, h0]) @ model.blocks[l0].attn.W_O[h0]
+
+    hooks = []
+    for inp in sorted(set(inputs)):
+        by_layer: dict[int, list[int]] = {}
+        for l, h in recv:
+            by_layer.setdefault(l, []).append(h)
+        for l, hs in by_layer.items():
+            W = getattr(model.blocks[l].attn, "W_" + inp.upper())  # [n_heads, d_model, d_head]
+
+            def fn(x, hook, hs=hs, W=W):
+                x = x.clone()
+                for h in hs:
+                    x[:, :, h] = x[:, :, h] + delta @ W[h]
+                return x
+
+            hooks.append((act_name(inp, l), fn))
+    return model.run_with_hooks(tokens, fwd_hooks=hooks)
+
+
+@torch.no_grad()
+def in_context_learning_score(model: HookedTransformer, tokens, early: int, late: int) -> float:
+    """Olsson et al.'s in-context learning score: mean loss at a late token minus at an early one.
+
+    The loss of token ``t`` is that of predicting ``tokens[:, t]`` from
+    position ``t - 1``. Olsson et al. (2022) use tokens 500 and 50 of
+    512-token contexts; a negative score means the model predicts later tokens
+    better, having more context to learn from.
+
+    Parameters
+    ----------
+    tokens : RepeatData or Tensor ``[batch, pos]``
+    early, late : int
+        Token positions, ``1 <= early < late < pos``.
+
+    Used in chapter 3.
+    """
+    _check_model(model)
+    tokens = _tokens_of(tokens, "tokens")
+    n_pos = tokens.shape[1]
+    early = _check_int(early, "early", 1, n_pos - 2)
+    late = _check_int(late, "late", early + 1, n_pos - 1)
+    loss = per_position_loss(model(tokens), tokens)  # entry t-1: loss of token t
+    return float(loss[:, late - 1].mean() - loss[:, early - 1].mean())

@@ -615,3 +615,124 @@ def test_head_pattern_explorer_and_its_static_twin(hand):
     with pytest.raises(ValueError, match="static_seq"):
         C.head_pattern_explorer(hand, data, static_seq=3)
     plt.close("all")
+
+# ---------------------------------------------------------------------------
+# Activation patching, score decomposition, path patching, in-context learning
+# ---------------------------------------------------------------------------
+def test_corrupt_first_copy_keeps_the_second_copy_and_removes_its_source(eval_data):
+    d = eval_data[:50]
+    c = C.corrupt_first_copy(d, 48, seed=0)
+    assert torch.equal(c.tokens[:, 21:], d.tokens[:, 21:]) and torch.equal(c.tokens[:, 0], d.tokens[:, 0])
+    for i in range(len(d)):
+        fresh = c.tokens[i, 1:21].tolist()
+        assert len(set(fresh)) == 20 and not set(fresh) & set(d.tokens[i, 21:].tolist()) and 0 not in fresh
+    with pytest.raises(ValueError, match="unused tokens"):
+        C.corrupt_first_copy(C.repeated_tokens(2, 12, 22), 22)
+    with pytest.raises(ValueError, match="d_vocab"):
+        C.corrupt_first_copy(d, 10)
+
+
+def test_activation_patching_of_everything_recovers_the_clean_run_exactly(trained, eval_data):
+    d = eval_data[:100]
+    c = C.corrupt_first_copy(d, 48, seed=1)
+    clean, corr = C.second_copy_loss(trained(d.tokens), d), C.second_copy_loss(trained(c.tokens), d)
+    assert corr > clean + 2  # the corruption removes what the second copy is predicted from
+    for name in (C.act_name("embed"), C.act_name("resid_pre", 1)):
+        assert C.normalised_metric(C.second_copy_loss(C.activation_patch(trained, d, c, name), d), clean, corr) == 1.0
+    # patching nothing (positions=[]) leaves the corrupted run
+    none = C.activation_patch(trained, d, c, C.act_name("z", 1), positions=[])
+    assert torch.equal(none, trained(c.tokens))
+    # all four heads of layer 1 at once carry the clean prediction (no MLP, no later layer)
+    z1 = C.activation_patch(trained, d, c, C.act_name("z", 1))
+    assert abs(C.normalised_metric(C.second_copy_loss(z1, d), clean, corr) - 1) < 0.01
+    table = C.head_patching_table(trained, d, c)
+    assert table.shape == (2, 4) and float(table[1].min()) > 0.1 and float(table[0].max()) < 0.05
+    with pytest.raises(ValueError, match="head="):
+        C.activation_patch(trained, d, c, C.act_name("resid_pre", 1), head=0)
+    with pytest.raises(ValueError, match="same shape"):
+        C.activation_patch(trained, d, c[:5], C.act_name("z", 0))
+    with pytest.raises(ValueError, match="must differ"):
+        C.normalised_metric(1.0, 2.0, 2.0)
+
+
+def test_score_decomposition_sums_to_the_scores(trained, eval_data):
+    m64 = HookedTransformer.from_weights(trained.cfg, trained.state_dict()).double().requires_grad_(False)
+    tokens = eval_data.tokens[:20]
+    names, parts = C.residual_components(m64, tokens, 1)
+    assert names == ["embed", "pos", "L0H0", "L0H1", "L0H2", "L0H3"]
+    _, cache = m64.run_with_cache(tokens, names_filter=[C.act_name("resid_pre", 1), C.act_name("attn_scores", 1)])
+    assert float((parts.sum(0) - cache["resid_pre", 1]).abs().max()) < 1e-10
+    allowed = torch.ones(41, 41, dtype=torch.bool).tril()
+    for h in range(4):
+        names, terms = C.decompose_attention_scores(m64, tokens, 1, h)
+        assert terms.shape == (6, 6, 20, 41, 41)
+        assert float((terms.sum((0, 1)) - cache["attn_scores", 1][:, h])[:, allowed].abs().max()) < 1e-10
+    # float32 model: to 1e-5 as well
+    _, terms32 = C.decompose_attention_scores(trained, tokens, 1, 0)
+    _, c32 = trained.run_with_cache(tokens, names_filter=[C.act_name("attn_scores", 1)])
+    assert float((terms32.sum((0, 1)) - c32["attn_scores", 1][:, 0])[:, allowed].abs().max()) < 1e-4
+    # layer 0 has only the embeddings
+    assert C.residual_components(m64, tokens, 0)[0] == ["embed", "pos"]
+
+
+def test_hand_built_scores_come_from_token_query_against_previous_key(hand):
+    d = C.repeated_tokens(10, 15, 32, seed=0)
+    names, terms = C.decompose_attention_scores(hand, d, 1, 0)
+    q, k = torch.arange(16, 31), torch.arange(16, 31) - 14
+    at_target = terms[:, :, :, q, k].mean((2, 3))
+    i, j = divmod(int(at_target.argmax()), len(names))
+    assert (names[i], names[j]) == ("embed", "L0H0")
+
+
+def test_path_patching_identities(trained, eval_data):
+    m64 = HookedTransformer.from_weights(trained.cfg, trained.state_dict()).double().requires_grad_(False)
+    d, other = eval_data[:30], C.repeated_tokens(30, 20, 48, seed=99)
+    plain = m64(d.tokens)
+    # replacement == the run itself: nothing changes
+    assert float((C.path_patch(m64, d, d, (0, 1), [(1, h) for h in range(4)], "qkv") - plain).abs().max()) < 1e-12
+    # every path of the sender = its q, k, v paths into layer 1 + its direct path to the logits
+    for sender in [(0, 1), (0, 3)]:
+        _, cr = m64.run_with_cache(other.tokens, names_filter=[C.act_name("z", 0)])
+        _, cc = m64.run_with_cache(d.tokens, names_filter=[C.act_name("z", 0)])
+        delta = (cr["z", 0][:, :, sender[1]] - cc["z", 0][:, :, sender[1]]) @ m64.W_O[0, sender[1]]
+        via_layer1 = C.path_patch(m64, d, other, sender, [(1, h) for h in range(4)], "qkv")
+        full = C.activation_patch(m64, other, d, C.act_name("z", 0), head=sender[1])
+        assert float((via_layer1 + delta @ m64.W_U - full).abs().max()) < 1e-10
+    with pytest.raises(ValueError, match="later layer"):
+        C.path_patch(m64, d, other, (1, 0), (1, 1))
+    with pytest.raises(ValueError, match="inputs"):
+        C.path_patch(m64, d, other, (0, 0), (1, 1), "x")
+
+
+def test_hand_built_previous_token_head_acts_through_keys_only(hand):
+    d, other = C.repeated_tokens(100, 15, 32, seed=0), C.repeated_tokens(100, 15, 32, seed=1)
+    clean = C.second_copy_loss(hand(d.tokens), d)
+    for inp in ("q", "v"):  # the hand-built queries and values do not read the previous-token block
+        assert C.second_copy_loss(C.path_patch(hand, d, other, (0, 0), (1, 0), inp), d) == pytest.approx(clean, abs=1e-6)
+    assert C.second_copy_loss(C.path_patch(hand, d, other, (0, 0), (1, 0), "k"), d) > clean + 2
+
+
+def test_keys_only_patching_tracks_k_composition(trained, eval_data):
+    d, other = eval_data[:200], C.repeated_tokens(200, 20, 48, seed=7)
+    ind = [(1, h) for h in range(4)]
+    scores = C.head_scores(trained, d)
+    prev = int(scores["previous_token"][0].argmax())
+    k_comp = C.composition_scores(trained, "K").mean(1)  # each layer-0 head against the layer-1 heads
+    weakest = int(k_comp.argmin())
+    clean = C.second_copy_loss(trained(d.tokens), d)
+    rise = {h: C.second_copy_loss(C.path_patch(trained, d, other, (0, h), ind, "k"), d) - clean for h in range(4)}
+    assert rise[prev] > 2 and rise[weakest] < 0.1 * rise[prev]
+    # the previous-token head acts through the keys, hardly through queries or values
+    for inp in ("q", "v"):
+        assert abs(C.second_copy_loss(C.path_patch(trained, d, other, (0, prev), ind, inp), d) - clean) < 0.05 * rise[prev]
+
+
+def test_in_context_learning_score(hand):
+    d = C.repeated_tokens(200, 15, 32, seed=0)
+    # token 20 is in the second copy (predicted perfectly), token 5 in the first (log 32 exactly)
+    assert C.in_context_learning_score(hand, d, 5, 20) == pytest.approx(-math.log(32), abs=1e-3)
+    assert C.in_context_learning_score(hand, d, 3, 10) == pytest.approx(0, abs=1e-3)
+    with pytest.raises(ValueError, match="late"):
+        C.in_context_learning_score(hand, d, 10, 5)
+    with pytest.raises(ValueError, match="early"):
+        C.in_context_learning_score(hand, d, 0, 5)
