@@ -145,10 +145,18 @@ def test_page_in_browser(page, server, browser):
             brokenImages: [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src),
             errors: [...document.querySelectorAll('.cell_output .traceback, .output.traceback, .output.error')].length,
             tracebackText: document.body.innerText.includes('Traceback (most recent call last)'),
+            // a widget view in the static HTML has no kernel behind it: it would look live and be dead
+            widgets: document.querySelectorAll('.jupyter-widgets, .widget-container, .lm-Widget').length,
+            // a glued numpy scalar shown as its repr (np.float64(...)) instead of a number
+            numpyRepr: /np\.(float|int|bool)[0-9_]*\(/.test(document.body.innerText),
         })"""
     )
     SHOTS.mkdir(parents=True, exist_ok=True)
     pg.screenshot(path=str(SHOTS / f"{page.replace('/', '_')}.png"), full_page=False)
+    pg.set_viewport_size({"width": 390, "height": 844})  # a phone: readers open the book there too
+    pg.wait_for_timeout(200)
+    phone_overflow = pg.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1")
+    pg.screenshot(path=str(SHOTS / f"{page.replace('/', '_')}_phone.png"), full_page=False)
     ctx.close()
     unexpected = [e for e in console_errors if e not in ALLOWED_CONSOLE_ERRORS]
     assert not external, f"{page}: requests to non-local hosts: {external}"
@@ -162,3 +170,6 @@ def test_page_in_browser(page, server, browser):
         f"{page}: {shows} cells call plt.show() but only {report['outputImages']} figures are in the page")
     assert not report["brokenImages"], f"{page}: broken images: {report['brokenImages']}"
     assert report["errors"] == 0 and not report["tracebackText"], f"{page}: a cell error is shown in the page"
+    assert report["widgets"] == 0, f"{page}: {report['widgets']} widget views in the static HTML (show the static twin)"
+    assert not report["numpyRepr"], f"{page}: a number is shown as a numpy repr such as np.float64(...)"
+    assert not phone_overflow, f"{page}: the page scrolls sideways at 390 px"
