@@ -76,8 +76,11 @@ def _plain_numpy_scalars() -> None:
     if shell is None:
         return
     plain = shell.display_formatter.formatters["text/plain"]
-    plain.for_type(np.floating, lambda x, p, cycle: p.text(repr(float(x))))
-    plain.for_type(np.integer, lambda x, p, cycle: p.text(repr(int(x))))
+    # concrete types: IPython stops at the first class in the MRO that defines __repr__
+    for typ in (np.float16, np.float32, np.float64, np.longdouble):
+        plain.for_type(typ, lambda x, p, cycle: p.text(repr(float(x))))
+    for typ in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64):
+        plain.for_type(typ, lambda x, p, cycle: p.text(repr(int(x))))
     plain.for_type(np.bool_, lambda x, p, cycle: p.text(repr(bool(x))))
 
 
