@@ -41,8 +41,7 @@ residual stream, each path a product of weight matrices.
   al.'s in-context learning score (:func:`in_context_learning_score`).
 * **Trained models**: the recipes ``induction_2l``, ``induction_1l`` and
   ``induction_1l_fixed`` (:func:`train_induction`), shipped as checkpoints.
-* **Exercise solutions** (``solution_*``) with ``check_*`` functions that test
-  a reader's own attempt.
+* The exercises' answer keys and checks are in :mod:`helpers.exercises.ch3`.
 
 Used in chapter 3.
 
@@ -118,15 +117,6 @@ __all__ = [
     "train_induction_2l",
     "train_induction_1l",
     "train_induction_1l_fixed",
-    # exercises
-    "solution_path_expansion",
-    "check_path_expansion",
-    "solution_eigen_copying",
-    "check_eigen_copying",
-    "solution_ablation_table",
-    "check_ablation_table",
-    "solution_find_induction_by_weights",
-    "check_find_induction_by_weights",
     # activation patching, score decomposition, path patching, in-context learning
     "corrupt_first_copy",
     "second_copy_loss",
@@ -878,7 +868,7 @@ def eigenvalue_copying_score(M) -> float:
     ``sum(lambda)`` (the trace) is real. Zero eigenvalues change neither sum,
     so for ``W_E W_OV W_U`` one may equally use the ``d_model x d_model``
     matrix ``W_OV W_U W_E``, which has the same nonzero eigenvalues (see the
-    exercise :func:`solution_eigen_copying`). Returns 0.0 for the zero matrix.
+    exercise ``ch3-ex-eigen``). Returns 0.0 for the zero matrix.
 
     Parameters
     ----------
@@ -1552,224 +1542,6 @@ def train_induction_1l(seed: int = 0, steps: int = 1500, progress: bool | None =
 def train_induction_1l_fixed(seed: int = 0, steps: int = 1500, progress: bool | None = False):
     """One layer trained on ``[BOS] r r`` with ``len(r)`` fixed: solvable by a positional head."""
     return train_induction(1, random_offset=False, seed=seed, steps=steps, progress=progress)
-
-
-# ---------------------------------------------------------------------------
-# Exercises: reference solutions and checks
-# ---------------------------------------------------------------------------
-def _check_plain_attn_only(model) -> None:
-    _check_model(model)
-    c = model.cfg
-    if not c.attn_only or c.normalization or c.final_normalization or c.attn_bias or c.unembed_bias:
-        raise ValueError("the path expansion here needs an attention-only model without normalization or biases")
-    if c.positional_embedding != "learned" or c.attention_mode != "normal":
-        raise ValueError("the path expansion here needs learned positions and normal attention")
-
-
-@torch.no_grad()
-def solution_path_expansion(model: HookedTransformer, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Exercise: split the logits of an attention-only model into its paths.
-
-    With the attention patterns ``A^h`` frozen at their values on ``tokens``,
-    the logits of an attention-only transformer without normalization are a
-    sum over paths. With ``x0 = W_E[tokens] + W_pos`` (``[pos, d_model]``
-    per sequence)::
-
-        logits = x0 W_U                                      "direct"
-               + sum_h  A^h x0 W_OV^h W_U                    "L{l}H{h}"   (one head)
-               + sum_{h<h'} A^{h'} A^h x0 W_OV^h W_OV^{h'} W_U  "L0H1>L1H2" (virtual head)
-               + ...                                         (longer chains in deeper models)
-
-    Every term is one path: a chain of heads in increasing layers.
-
-    Parameters
-    ----------
-    model : HookedTransformer
-        Attention-only, no normalization, no biases.
-    tokens : Tensor ``[batch, pos]``
-
-    Returns
-    -------
-    dict path name -> Tensor ``[batch, pos, d_vocab_out]``, summing to the logits.
-
-    Used in chapter 3.
-
-    >>> m = induction_head_model(d_vocab=6, n_ctx=7)
-    >>> t = torch.tensor([[0, 1, 2, 3, 1, 2, 3]])
-    >>> paths = solution_path_expansion(m, t)
-    >>> list(paths)
-    ['direct', 'L0H0', 'L1H0', 'L0H0>L1H0']
-    >>> torch.allclose(sum(paths.values()), m(t).double(), atol=1e-4)
-    True
-    """
-    _check_plain_attn_only(model)
-    tokens = tokens.tokens if isinstance(tokens, RepeatData) else torch.as_tensor(tokens)
-    if tokens.ndim == 1:
-        tokens = tokens[None]
-    patterns = attention_patterns(model, tokens).double()  # [b, L, H, q, k]
-    n_pos = tokens.shape[1]
-    x0 = (model.W_E[tokens] + model.W_pos[:n_pos]).double()  # [b, p, d]
-    W_U = model.W_U.double()
-    L, H = model.cfg.n_layers, model.cfg.n_heads
-    ov = torch.stack([ov_matrix(model, l) for l in range(L)]).double()  # [L, H, d, d]
-    out = {"direct": x0 @ W_U}
-    for length in range(1, L + 1):
-        for layers in itertools.combinations(range(L), length):
-            for heads in itertools.product(range(H), repeat=length):
-                x = x0
-                for l, h in zip(layers, heads):
-                    x = patterns[:, l, h] @ x @ ov[l, h]
-                out[">".join(f"L{l}H{h}" for l, h in zip(layers, heads))] = x @ W_U
-    return out
-
-
-def check_path_expansion(fn: Callable, model: HookedTransformer | None = None, tokens=None) -> bool:
-    """Check a reader's path expansion ``fn(model, tokens) -> dict of path logits``.
-
-    Compares the sum of the returned paths with the model's logits, and each
-    path with the reference solution. Raises ``AssertionError`` with a hint,
-    or returns True.
-
-    Used in chapter 3.
-    """
-    if model is None:
-        model = induction_head_model(d_vocab=8, n_ctx=9, basis="random", seed=1, dtype="float64")
-    if tokens is None:
-        tokens = repeated_tokens(4, 4, model.cfg.d_vocab, seed=3).tokens
-    got = fn(model, tokens)
-    if not isinstance(got, dict):
-        raise AssertionError(f"return a dict of path name -> logits, got {type(got).__name__}")
-    ref = solution_path_expansion(model, tokens)
-    total = sum(torch.as_tensor(v, dtype=torch.float64) for v in got.values())
-    logits = model(tokens).double()
-    if total.shape != logits.shape or not torch.allclose(total, logits, atol=1e-4):
-        raise AssertionError("your paths do not sum to the model's logits: is a path missing or counted twice?")
-    missing = sorted(set(ref) - set(got))
-    if missing:
-        raise AssertionError(f"your paths sum correctly but these reference paths are missing: {missing}")
-    for k in ref:
-        if not torch.allclose(torch.as_tensor(got[k], dtype=torch.float64), ref[k], atol=1e-4):
-            raise AssertionError(f"path {k!r} differs from the reference")
-    return True
-
-
-@torch.no_grad()
-def solution_eigen_copying(model: HookedTransformer, layer: int, head: int) -> tuple[float, float]:
-    """Exercise: the eigenvalue copying score from a ``d_vocab`` or a ``d_model`` matrix.
-
-    ``W_E W_OV W_U`` is ``d_vocab x d_vocab`` but has rank at most
-    ``d_head``. Because ``AB`` and ``BA`` share their nonzero eigenvalues,
-    it has the same nonzero eigenvalues as ``W_OV W_U W_E``
-    (``d_model x d_model``) — cycle ``W_E`` from the front to the back. Both
-    give the same :func:`eigenvalue_copying_score`; the second is cheaper
-    when ``d_vocab >> d_model`` (a real LM: 50,000 against 768).
-
-    Returns
-    -------
-    (score from the d_vocab matrix, score from the d_model matrix)
-
-    Used in chapter 3.
-    """
-    _check_model(model)
-    big = full_ov_circuit(model, layer, head)
-    small = ov_matrix(model, layer, head) @ model.W_U @ model.W_E
-    return eigenvalue_copying_score(big), eigenvalue_copying_score(small)
-
-
-def check_eigen_copying(fn: Callable, model: HookedTransformer | None = None) -> bool:
-    """Check ``fn(model, layer, head) -> (score_vocab, score_model)`` against the reference.
-
-    Used in chapter 3.
-    """
-    if model is None:
-        model = HookedTransformer(induction_config(2, d_vocab=40, n_ctx=16, d_model=16, n_heads=2, seed=5))
-    for l, h in itertools.product(range(model.cfg.n_layers), range(model.cfg.n_heads)):
-        got = fn(model, l, h)
-        ref = solution_eigen_copying(model, l, h)
-        if not (isinstance(got, (tuple, list)) and len(got) == 2):
-            raise AssertionError(f"return a pair (score from W_E W_OV W_U, score from W_OV W_U W_E), got {got!r}")
-        if abs(float(got[0]) - ref[0]) > 1e-4 or abs(float(got[1]) - ref[1]) > 1e-4:
-            raise AssertionError(f"head L{l}H{h}: expected {ref}, got {tuple(got)}")
-    return True
-
-
-@torch.no_grad()
-def solution_ablation_table(model: HookedTransformer, data: RepeatData, kind: str = "mean") -> torch.Tensor:
-    """Exercise: how much does each head matter for the repeated half?
-
-    Ablates every head in turn (mean ablation over ``data`` by default) and
-    returns the increase of the mean loss on the second copy.
-
-    Returns
-    -------
-    Tensor ``[n_layers, n_heads]``: ablated minus clean ``second_loss`` (nats).
-
-    Used in chapter 3.
-    """
-    _check_model(model)
-    clean = repeat_metrics(model, data)["second_loss"]
-    L, H = model.cfg.n_layers, model.cfg.n_heads
-    out = torch.zeros(L, H, dtype=torch.float64)
-    for l, h in itertools.product(range(L), range(H)):
-        hooks = ablation_hooks(model, (l, h), kind, reference=data)
-        out[l, h] = repeat_metrics(model, data, hooks)["second_loss"] - clean
-    return out
-
-
-def check_ablation_table(fn: Callable, model: HookedTransformer, data: RepeatData, kind: str = "mean",
-                         atol: float = 1e-3) -> bool:
-    """Check ``fn(model, data) -> [n_layers, n_heads]`` loss increases against the reference.
-
-    Used in chapter 3.
-    """
-    got = torch.as_tensor(fn(model, data), dtype=torch.float64)
-    ref = solution_ablation_table(model, data, kind)
-    if got.shape != ref.shape:
-        raise AssertionError(f"expected a table of shape {tuple(ref.shape)} [n_layers, n_heads], got {tuple(got.shape)}")
-    if not torch.allclose(got, ref, atol=atol):
-        worst = tuple(int(i) for i in divmod(int((got - ref).abs().argmax()), ref.shape[1]))
-        raise AssertionError(f"largest difference at head L{worst[0]}H{worst[1]}: expected {ref[worst]:.4f}, "
-                             f"got {got[worst]:.4f} (did you use {kind} ablation and the second-copy loss?)")
-    return True
-
-
-@torch.no_grad()
-def solution_find_induction_by_weights(model: HookedTransformer) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Exercise: find the previous-token/induction pair from the weights alone.
-
-    Without running the model, take the pair (layer-0 head, layer-1 head) with
-    the largest K-composition score.
-
-    Returns
-    -------
-    ((0, h0), (1, h1))
-
-    Used in chapter 3.
-
-    >>> solution_find_induction_by_weights(induction_head_model(d_vocab=6, n_ctx=5))
-    ((0, 0), (1, 0))
-    """
-    k = composition_scores(model, "K")
-    h0, h1 = divmod(int(k.argmax()), k.shape[1])
-    return (0, h0), (1, h1)
-
-
-def check_find_induction_by_weights(fn: Callable, model: HookedTransformer) -> bool:
-    """Check ``fn(model) -> ((0, h0), (1, h1))`` against the reference.
-
-    Used in chapter 3.
-    """
-    got = fn(model)
-    ref = solution_find_induction_by_weights(model)
-    try:
-        same = tuple(map(tuple, got)) == ref
-    except TypeError:
-        same = False
-    if not same:
-        raise AssertionError(f"expected {ref}, got {got!r}: did you use K-composition (W_OV^0 against W_QK^1 "
-                             "transposed)?")
-    return True
-
 
 # ---------------------------------------------------------------------------
 # Activation patching, score decomposition, path patching, in-context learning

@@ -90,8 +90,6 @@ __all__ = [
     # clock and pizza
     "gradient_symmetricity", "distance_irrelevance", "correct_logit_by_sum_diff", "plot_logit_pattern",
     "plot_embedding_spectrum", "plot_grokking", "snapshot_explorer", "snapshot_explorer_static",
-    # exercise solutions
-    "solution_key_freqs_from_embedding", "solution_ideal_logits", "solution_distance_irrelevance",
 ]
 
 LAYOUTS = ("equals", "pair")
@@ -1562,66 +1560,3 @@ def _register_clock_pizza() -> None:
 
 
 _register_clock_pizza()
-
-
-# ---------------------------------------------------------------------------
-# Reference solutions of chapter 4's exercises (checked by tests/test_modular.py)
-# ---------------------------------------------------------------------------
-def solution_key_freqs_from_embedding(W_E, p: int, top: int | None = None) -> list[int]:
-    """Exercise "read the key frequencies off W_E": Fourier-transform the rows, rank the frequencies.
-
-    Projects ``W_E[:p]`` on ``cos/sin(2 pi k x / p)`` by hand (no helper), takes
-    each frequency's norm, and keeps those before the largest drop (or the
-    ``top`` largest).
-
-    Used in chapter 4.
-    """
-    W = _as_numpy(W_E)[:p]
-    x = np.arange(p)
-    norms = []
-    for k in range(1, (p - 1) // 2 + 1):
-        cos = np.cos(2 * np.pi * k * x / p)
-        sin = np.sin(2 * np.pi * k * x / p)
-        cos, sin = cos / np.linalg.norm(cos), sin / np.linalg.norm(sin)
-        norms.append(np.sqrt(np.sum((cos @ W) ** 2) + np.sum((sin @ W) ** 2)))
-    norms = np.array(norms)
-    order = np.argsort(-norms)
-    if top is None:
-        s = norms[order]
-        top = int(np.argmax(s[:-1] / np.maximum(s[1:], 1e-300))) + 1
-    return sorted(int(k) + 1 for k in order[:top])
-
-
-def solution_ideal_logits(p: int, key_freqs: Sequence[int], scale: float = 10.0) -> dict:
-    """Exercise "the algorithm without the network": accuracy and loss of ``scale * sum_k cos w_k(a+b-c)``.
-
-    Returns ``{"accuracy", "loss", "margin"}`` over all ``p^2`` inputs; the
-    margin is the smallest gap between the correct logit and the best wrong one.
-
-    Used in chapter 4.
-    """
-    L = scale * ideal_logits(p, key_freqs)
-    flat = L.reshape(p * p, p)
-    labels = (np.arange(p)[:, None] + np.arange(p)[None, :]).ravel() % p
-    correct = flat[np.arange(p * p), labels]
-    wrong = flat.copy()
-    wrong[np.arange(p * p), labels] = -np.inf
-    return {
-        "accuracy": float((flat.argmax(1) == labels).mean()),
-        "loss": float(cross_entropy(torch.from_numpy(flat), torch.from_numpy(labels))),
-        "margin": float((correct - wrong.max(1)).min()),
-    }
-
-
-def solution_distance_irrelevance(logits) -> float:
-    """Exercise "distance irrelevance by hand": loop over (a, b), bin the correct logit by a - b.
-
-    Used in chapter 4.
-    """
-    L = _as_numpy(logits)
-    p = L.shape[0]
-    table = np.zeros((p, p))  # [a - b, a + b]
-    for a in range(p):
-        for b in range(p):
-            table[(a - b) % p, (a + b) % p] = L[a, b, (a + b) % p]
-    return float(np.mean([row.std() for row in table]) / table.std())

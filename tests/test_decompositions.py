@@ -429,7 +429,6 @@ INF[0, 0, 1] = -np.inf
         (lambda: D.tt_reconstruct([np.ones((1, 2, 3)), np.ones((2, 2, 1))]), ValueError, "right bond 3"),
         (lambda: D.tt_reconstruct([np.ones((2, 2, 1))]), ValueError, "must have size 1"),
         (lambda: D.tt_orthogonalize([np.ones((1, 2, 1))] * 2, 2), ValueError, "center must be in"),
-        (lambda: D.solution_move_center([np.ones((1, 2, 1))] * 2, 1), ValueError, "center must be < 1"),
     ],
 )
 def test_bad_input_names_the_argument(call, error, match):
@@ -463,48 +462,11 @@ def test_synthetic_image():
     assert energy[4] > 0.9 and energy[4] < 0.999
 
 
-def test_solution_strassen_is_a_rank_7_decomposition():
-    w, f = D.solution_strassen()
-    assert len(w) == 7
-    M = D.matmul_tensor(2)
-    assert np.array_equal(D.cp_reconstruct(w, f), M)
-    # and it multiplies matrices
-    rng = np.random.default_rng(0)
-    A, B = rng.standard_normal((2, 2)), rng.standard_normal((2, 2))
-    alpha, beta, gamma = f
-    products = (A.ravel() @ alpha) * (B.ravel() @ beta)  # the seven multiplications
-    assert np.allclose((gamma @ products).reshape(2, 2).T, A @ B)
-
-
 def test_matmul_tensor_unfoldings_have_full_rank():
     """Every unfolding of the 2x2 matmul tensor has rank 4, yet its CP rank is 7."""
     M = D.matmul_tensor(2)
     assert [np.linalg.matrix_rank(D.unfold(M, n)) for n in range(3)] == [4, 4, 4]
     assert D.matmul_tensor(3).shape == (9, 9, 9) and D.matmul_tensor(3).sum() == 27
-
-
-def test_solution_cp_rescale_permute():
-    T = D.random_cp_tensor((4, 5, 6), 3, seed=0)
-    cp = D.cp_als(T, 3)
-    scales = [[2.0, -1.0, 0.5], [1.0, 3.0, -2.0], [0.25, 1.0, 1.0]]
-    w2, f2 = D.solution_cp_rescale_permute(cp.weights, cp.factors, scales, [2, 0, 1])
-    assert np.allclose(D.cp_reconstruct(w2, f2), cp.reconstruct(), atol=1e-12)
-    assert not np.allclose(f2[0], cp.factors[0])  # a genuinely different decomposition
-    w3, f3 = D.cp_normalize(w2, f2)  # ... that normalises back to the same one
-    assert np.allclose(w3, cp.weights)
-    with pytest.raises(ValueError, match="perm must be a permutation"):
-        D.solution_cp_rescale_permute(cp.weights, cp.factors, scales, [0, 0, 1])
-    with pytest.raises(ValueError, match="scales must be"):
-        D.solution_cp_rescale_permute(cp.weights, cp.factors, [[0.0] * 3] * 3, [0, 1, 2])
-
-
-def test_solution_move_center():
-    T = np.random.default_rng(0).standard_normal((3, 4, 5, 2))
-    cores = D.tt_orthogonalize(D.tt_svd(T).cores, 0)
-    for c in range(3):
-        cores = D.solution_move_center(cores, c)
-        assert D.tt_is_canonical(cores, c + 1)
-        assert np.allclose(D.tt_reconstruct(cores), T)
 
 
 # ---------------------------------------------------------------------------

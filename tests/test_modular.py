@@ -124,8 +124,6 @@ def test_embedding_from_known_frequencies_gives_exactly_those():
     W_E = np.vstack([W_E + 1e-4 * rng.normal(size=(p, d)), rng.normal(size=(1, d))])  # an extra '=' row
     assert M.key_freqs_embedding(W_E, p=p) == keys
     assert M.key_freqs_embedding(W_E, p=p, threshold=0.2) == keys
-    assert M.solution_key_freqs_from_embedding(W_E, p) == keys
-    assert M.solution_key_freqs_from_embedding(W_E, p, top=5) == keys
     spectrum = M.embedding_spectrum(W_E, p)
     assert spectrum.shape == ((p - 1) // 2 + 1,)
     model = HookedTransformer(M.canonical_config(p=p))
@@ -294,8 +292,6 @@ def test_distance_irrelevance_hand_built():
     assert math.isclose(M.distance_irrelevance(sum_only), 1.0)
     assert M.distance_irrelevance(pizza) < 1e-12
     assert M.distance_irrelevance(clock) > 0.6
-    for L in (sum_only, pizza, clock):
-        assert math.isclose(M.solution_distance_irrelevance(L), M.distance_irrelevance(L), abs_tol=1e-12)
     D = M.correct_logit_by_sum_diff(pizza)
     assert np.allclose(D, D[:1])  # constant along a+b for each a-b
     with pytest.raises(ValueError, match="constant"):
@@ -466,13 +462,6 @@ def test_recipes_registered():
     for att in ("normal", "constant"):
         for s in M.CLOCK_PIZZA_SEEDS:
             assert M.clock_pizza_name(att, s) in names
-
-
-def test_solution_ideal_logits():
-    out = M.solution_ideal_logits(113, [14, 35, 41, 42, 52])
-    assert out["accuracy"] == 1.0 and out["margin"] > 0 and out["loss"] < 1e-3
-    one = M.solution_ideal_logits(113, [14], scale=10.0)
-    assert one["accuracy"] == 1.0 and one["loss"] > out["loss"]
 
 
 def test_plots_and_widget_build():

@@ -320,14 +320,8 @@ def test_two_orders_of_a_chain():
 
 
 def test_mps_bad_order_is_exponential():
-    s = N.solution_bad_order((4, 6, 8, 10), phys=2, bond=3)
-    # ket-first: phys**(n-1) * bond entries; zipper: constant
-    assert s["ket_first_largest"] == [2 ** (n - 1) * 3 for n in (4, 6, 8, 10)]
-    assert len(set(s["zipper_largest"])) == 1
-    ratios = np.array(s["ket_first_flops"]) / np.array(s["zipper_flops"])
-    assert np.all(np.diff(np.log(ratios)) > 0.5)
-    assert s["optimal_flops"] <= s["zipper_flops"]
-    # and the networks contract to the right number: <psi|psi> of a random MPS
+    # (the orders' costs are tested with the exercise, tests/test_exercises_ch1.py)
+    # the networks contract to the right number: <psi|psi> of a random MPS
     net = N.mps_norm_network(4, 2, 3)
     rng = np.random.default_rng(1)
     ket = [rng.standard_normal(s) for s in net["shapes"][:4]]
@@ -461,44 +455,6 @@ def test_explorer_text_and_widget():
     fig = explorer.figure()
     assert any("Error" in t.get_text() for ax in fig.axes for t in ax.texts)
     plt.close("all")
-
-
-# ---------------------------------------------------------------------------
-# Reference solutions of the exercises
-# ---------------------------------------------------------------------------
-
-
-def test_solution_read_diagram():
-    ans = N.solution_read_diagram()
-    assert N.check_read_diagram(ans)
-    assert not N.check_read_diagram("bi,ij,bj->bj")
-    assert not N.check_read_diagram("not an einsum")
-    spec = N.CHAPTER_DIAGRAMS["read_exercise"]
-    assert N.diagram(ans, *spec["shapes"]).expr == N.chapter_diagram("read_exercise").expr
-
-
-def test_solution_cyclic_trace():
-    t = N.solution_cyclic_trace(5, seed=3)
-    assert abs(t["ABC"] - t["BCA"]) < 1e-10 and abs(t["ABC"] - t["CAB"]) < 1e-10
-    assert abs(t["ABC"] - t["ACB"]) > 1e-3
-
-
-def test_solution_qk_order():
-    for n_pos, d_model, d_head in [(64, 512, 64), (8, 16, 4), (1000, 64, 16)]:
-        c = N.solution_qk_order(n_pos, d_model, d_head)
-        qk = 2 * (n_pos * d_model * d_head) * 2 + 2 * n_pos * n_pos * d_head
-        assert c["queries_keys"] == qk
-        assert c["best"] <= min(c["queries_keys"], c["qk_matrix"])
-
-
-def test_solution_projector_and_isometry():
-    s = N.solution_projector(7, 3, seed=2)
-    assert s["idempotence"] < 1e-12 and s["symmetry"] < 1e-12
-    assert abs(s["trace"] - 3) < 1e-12
-    U = N.random_isometry(7, 3, seed=2)
-    assert np.allclose(N.diagram("ij,ik->jk", U, U).contract(), np.eye(3), atol=1e-12)
-    with pytest.raises(ValueError, match="r <= n"):
-        N.random_isometry(2, 3)
 
 
 def test_bias_augment():

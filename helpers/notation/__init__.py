@@ -37,8 +37,8 @@ The package is split by concern (private modules, re-exported here):
 ``_parse`` (the expression and its operands), ``_graph`` (:class:`Diagram`),
 ``_layout`` and ``_labels`` (coordinates, one function per phase, sizes from
 ``_style.DiagramStyle``), ``_render`` (matplotlib), ``_cost`` (contraction
-orders), ``_figures`` (chapter 1's diagrams), ``_explorer`` (the widget) and
-``_exercises`` (reference solutions).
+orders), ``_figures`` (chapter 1's diagrams) and ``_explorer`` (the widget); the
+exercises' answer keys are in :mod:`helpers.exercises.ch1`.
 
 Used in chapter 1.
 
@@ -53,14 +53,6 @@ Diagram('ij,jk->ik': 2 tensors, 0 copy, 1 edge, 0 self-loops, 2 dangling)
 from __future__ import annotations
 
 from ._cost import ContractionCost, ContractionStep, contraction_cost, mps_norm_network, sequential_path
-from ._exercises import (
-    check_read_diagram,
-    solution_bad_order,
-    solution_cyclic_trace,
-    solution_projector,
-    solution_qk_order,
-    solution_read_diagram,
-)
 from ._explorer import einsum_explorer, explore
 from ._figures import CHAPTER_DIAGRAMS, bias_augment, chapter_diagram, random_expression, random_isometry
 from ._geometry import boxes_overlap as _boxes_overlap
@@ -109,10 +101,4 @@ __all__ = [
     "chapter_diagram",
     "einsum_explorer",
     "explore",
-    "solution_read_diagram",
-    "check_read_diagram",
-    "solution_cyclic_trace",
-    "solution_qk_order",
-    "solution_projector",
-    "solution_bad_order",
 ]
