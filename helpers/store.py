@@ -126,7 +126,9 @@ def _model_class(qualname: str, path: Path) -> type:
 
 
 def _ensure_default_classes() -> None:
-    if not _CLASSES:
+    # Check for the class itself, not for an empty registry: a chapter module that
+    # registers its own class (chapter 6's decoder) must not hide the default one.
+    if "helpers.transformer.HookedTransformer" not in _CLASSES:
         from helpers.transformer import HookedTransformer
 
         register_model_class(HookedTransformer)
