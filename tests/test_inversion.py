@@ -67,7 +67,7 @@ def test_min_distances_is_brute_force(add_model):
     for q, (s, zq) in enumerate(queries):
         manual = I.distance(acts[q], zq).min(1).values
         assert torch.allclose(md[q], manual, atol=1e-6)
-    assert md[0, 7] == 0 and md[1, 11] == 0          # each query lies in its own preimage
+    assert md[0, 7] < 1e-6 and md[1, 11] < 1e-6          # each query lies in its own preimage
     mask = I.preimage_mask(add_model, tokens, queries, I.ADDITION)
     assert torch.equal(mask, md <= I.EPS)
 
@@ -81,7 +81,7 @@ def test_causal_prefix_lies_in_the_preimage(add_model):
     z = I.site_activations(add_model, tokens, [act_name("resid_post", 1)])[0]
     assert torch.allclose(z[0, :5], z[1, :5], atol=1e-6)      # '123+' shared
     md = I.min_distances(add_model, tokens, [(act_name("resid_post", 1), z[0, 4])], I.ADDITION)[0]
-    assert md[0] == 0 and md[1] < 1e-6 and md[3] > 0
+    assert md[0] < 1e-6 and md[1] < 1e-6 and md[3] > 1e-3
 
 
 def test_padding_is_ignored(count_model):
