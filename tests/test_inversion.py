@@ -158,6 +158,7 @@ def test_decoder_conditions_on_z_and_round_trips(tmp_path):
     assert s.shape == (5, 14) and (s[:, 0] == I.ADDITION.bos).all() and int(s.max()) < 14
 
 
+@pytest.mark.slow
 def test_decoder_learns_to_copy_its_condition():
     # The activation is the one-hot of the first digit; after a short run the decoder
     # predicts that digit from z alone (it cannot from the BOS token).
@@ -187,3 +188,22 @@ def test_shipped_models_accuracy(name, task, threshold):
         tokens = I.addition_tokens(a, b)
         read = I.ADD_ANSWER_POS.expand(2000, -1).clone()
     assert I.answer_accuracy(model, tokens, read) >= threshold
+
+
+def test_shipped_decoder_samples_land_in_the_preimage():
+    # For the residual stream at '=' (which pins the two units digits), a good share of the
+    # shipped decoder's samples must reproduce the query activation within eps; random
+    # inputs almost never do (about 1 in 100 share both units digits).
+    model = store.load("inv_addition").model
+    dec = store.load("inv_decoder_addition").model
+    site = act_name("resid_post", 0)
+    si = I.SITES["addition"].index(site)
+    q = I.addition_tokens(torch.tensor([275, 703]), torch.tensor([468, 196]))
+    z = I.site_activations(model, q, [site])[0][:, 8]
+    shares = []
+    for k in range(2):
+        samples = I.sample_inputs(dec, "addition", z[k], si, 48, seed=k)
+        shares.append((I.min_distances(model, samples, [(site, z[k])], I.ADDITION)[0] <= I.EPS).float().mean())
+    rand = I.task_inputs("addition", 2000, seed=9)
+    base = (I.min_distances(model, rand, [(site, z[0])], I.ADDITION)[0] <= I.EPS).float().mean()
+    assert min(shares) > 0.2 > base
