@@ -30,7 +30,10 @@ __all__ = [
     "circuits",
     "modular",
     "integration",
+    "inversion",
     "degeneracy",
+    "patching",
+    "exercises",
 ]
 
 
