@@ -76,7 +76,7 @@ class FactoredMatrix:
     def ndim(self) -> int:
         return len(self.shape)
 
-    def __getitem__(self, idx) -> "FactoredMatrix":
+    def __getitem__(self, idx) -> FactoredMatrix:
         idx = idx if isinstance(idx, tuple) else (idx,)
         lead = self.ndim - 2
         if len(idx) > lead or any(i is Ellipsis or i is None for i in idx):
@@ -87,11 +87,11 @@ class FactoredMatrix:
         B = self.B.expand(*shape, *self.B.shape[-2:])
         return FactoredMatrix(A[idx], B[idx])
 
-    def to(self, *args, **kwargs) -> "FactoredMatrix":
+    def to(self, *args, **kwargs) -> FactoredMatrix:
         """Both factors converted (``torch.Tensor.to``'s arguments: dtype, device)."""
         return FactoredMatrix(self.A.to(*args, **kwargs), self.B.to(*args, **kwargs))
 
-    def detach(self) -> "FactoredMatrix":
+    def detach(self) -> FactoredMatrix:
         return FactoredMatrix(self.A.detach(), self.B.detach())
 
     # -- the matrix and its transpose -------------------------------------
@@ -108,11 +108,11 @@ class FactoredMatrix:
         return self.B @ self.A
 
     @property
-    def T(self) -> "FactoredMatrix":
+    def T(self) -> FactoredMatrix:
         """The transpose ``B^T A^T``."""
         return FactoredMatrix(self.B.transpose(-1, -2), self.A.transpose(-1, -2))
 
-    def __matmul__(self, other) -> "FactoredMatrix":
+    def __matmul__(self, other) -> FactoredMatrix:
         if isinstance(other, FactoredMatrix):
             return FactoredMatrix(self.A, (self.B @ other.A) @ other.B)
         if isinstance(other, torch.Tensor):
@@ -121,7 +121,7 @@ class FactoredMatrix:
             return FactoredMatrix(self.A, self.B @ other)
         return NotImplemented
 
-    def __rmatmul__(self, other) -> "FactoredMatrix":
+    def __rmatmul__(self, other) -> FactoredMatrix:
         if isinstance(other, torch.Tensor):
             if other.ndim < 2:
                 raise ValueError(f"can only multiply a matrix [..., n, ldim] by it, got shape {tuple(other.shape)}")

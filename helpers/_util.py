@@ -8,8 +8,9 @@ API: import the public functions from the chapter modules instead.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 

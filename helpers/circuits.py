@@ -57,17 +57,17 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from helpers.store import recipe
-from helpers.training import TrainResult, cross_entropy, train
 from helpers._util import attention_patterns as _patterns
 from helpers._util import check_int as _check_int
+from helpers.store import recipe
+from helpers.training import TrainResult, cross_entropy, train
 from helpers.transformer import HookedTransformer, TransformerConfig, act_name
 
 __all__ = [
@@ -702,7 +702,7 @@ def attention_patterns(model: HookedTransformer, tokens, fwd_hooks: Sequence[tup
 
 
 @torch.no_grad()
-def head_scores(model: HookedTransformer, data: "RepeatData | None" = None, *, seq_len: int = 20,
+def head_scores(model: HookedTransformer, data: RepeatData | None = None, *, seq_len: int = 20,
                 n_seq: int = 200, seed: int = 0) -> dict[str, torch.Tensor]:
     """Induction, previous-token and duplicate-token scores of every head.
 
@@ -742,7 +742,7 @@ def _mark_repeat(ax, n: int, start: int = 1) -> None:
     ax.axvline(b, color="#d62728", lw=0.6, alpha=0.6)
 
 
-def head_pattern_grid(model: HookedTransformer, data: "RepeatData", seq: int = 0, ncols: int | None = None,
+def head_pattern_grid(model: HookedTransformer, data: RepeatData, seq: int = 0, ncols: int | None = None,
                       size: float = 2.3, scores: dict | None = None):
     """Static figure: the attention pattern of every head on one sequence.
 
@@ -790,7 +790,7 @@ def head_pattern_grid(model: HookedTransformer, data: "RepeatData", seq: int = 0
     return fig
 
 
-def head_pattern_explorer(model: HookedTransformer, data: "RepeatData", static_heads: Sequence[Sequence[int]] = ((0, 0),),
+def head_pattern_explorer(model: HookedTransformer, data: RepeatData, static_heads: Sequence[Sequence[int]] = ((0, 0),),
                           static_seq: int = 0):
     """Pick any head (``L{layer}H{head}``) and a sequence, see its pattern (an interactive figure).
 
@@ -954,7 +954,7 @@ class RepeatData:
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
-    def __getitem__(self, idx) -> "RepeatData":
+    def __getitem__(self, idx) -> RepeatData:
         """A subset of the sequences (``data[:100]``)."""
         return RepeatData(self.tokens[idx], self.first[idx], self.second[idx], self.start[idx],
                           self.seq_len[idx], self.bos)

@@ -53,7 +53,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -174,8 +175,8 @@ def _check_tensor(
     x: Any,
     name: str = "T",
     *,
-    min_ndim: Optional[int] = None,
-    ndim: Optional[int] = None,
+    min_ndim: int | None = None,
+    ndim: int | None = None,
 ) -> np.ndarray:
     a = _to_numpy(x, name)
     if ndim is not None and a.ndim != ndim:
@@ -202,7 +203,7 @@ def _check_int(value: Any, name: str, minimum: int = 1) -> int:
     return check_int(value, name, minimum)
 
 
-def _check_ranks(ranks: Any, shape: Tuple[int, ...], name: str = "ranks") -> Tuple[int, ...]:
+def _check_ranks(ranks: Any, shape: tuple[int, ...], name: str = "ranks") -> tuple[int, ...]:
     """Tucker ranks: one int for every mode, or one per mode; 1 <= r_n <= I_n."""
     if isinstance(ranks, numbers.Integral) and not isinstance(ranks, bool):
         ranks = (ranks,) * len(shape)
@@ -227,7 +228,7 @@ def _check_ranks(ranks: Any, shape: Tuple[int, ...], name: str = "ranks") -> Tup
     return out
 
 
-def _check_factors(factors: Any, name: str, shape=None, rank=None) -> List[np.ndarray]:
+def _check_factors(factors: Any, name: str, shape=None, rank=None) -> list[np.ndarray]:
     if isinstance(factors, np.ndarray) or _is_torch(factors):
         raise TypeError(f"{name} must be a list of matrices, not a single array")
     try:
@@ -428,7 +429,7 @@ def relative_error(T: ArrayLike, T_hat: ArrayLike) -> float:
     return float(num / den) if den > 0 else float(num)
 
 
-def _fix_signs(U: np.ndarray, Vh: Optional[np.ndarray] = None):
+def _fix_signs(U: np.ndarray, Vh: np.ndarray | None = None):
     """Make the largest-magnitude entry of each column of ``U`` positive (deterministic output)."""
     idx = np.argmax(np.abs(U), axis=0)
     s = np.sign(U[idx, np.arange(U.shape[1])])
@@ -439,7 +440,7 @@ def _fix_signs(U: np.ndarray, Vh: Optional[np.ndarray] = None):
     return U, Vh
 
 
-def _left_svd(A: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def _left_svd(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Left singular vectors ``U [m, k]`` and singular values ``S [k]`` of ``A [m, n]``, ``k = min(m, n)``.
 
     For a wide matrix (``n > m``, every unfolding of a cube) the right singular
@@ -589,7 +590,7 @@ class CPDecomposition(NamedTuple):
     """
 
     weights: Any
-    factors: List[Any]
+    factors: list[Any]
     errors: np.ndarray
 
     def reconstruct(self):
@@ -643,7 +644,7 @@ def cp_reconstruct(weights: ArrayLike, factors: Sequence[ArrayLike]) -> ArrayLik
     return _converter(factors[0])(_cp_full(w, fs))
 
 
-def _cp_full(w: np.ndarray, fs: List[np.ndarray]) -> np.ndarray:
+def _cp_full(w: np.ndarray, fs: list[np.ndarray]) -> np.ndarray:
     shape = tuple(f.shape[0] for f in fs)
     if len(fs) == 1:
         return fs[0] @ w
@@ -661,7 +662,7 @@ def cp_n_params(shape: Sequence[int], rank: int) -> int:
     return int(rank) * (sum(int(s) for s in shape) + 1)
 
 
-def cp_normalize(weights: ArrayLike, factors: Sequence[ArrayLike]) -> Tuple[Any, List[Any]]:
+def cp_normalize(weights: ArrayLike, factors: Sequence[ArrayLike]) -> tuple[Any, list[Any]]:
     """Move every column norm into the weights and sort components by weight.
 
     Returns ``(weights [R], factors)`` describing the same tensor, with unit-norm
@@ -685,7 +686,7 @@ def cp_normalize(weights: ArrayLike, factors: Sequence[ArrayLike]) -> Tuple[Any,
     return back(w), [back(f) for f in fs]
 
 
-def _normalize_sort(w: np.ndarray, fs: List[np.ndarray]):
+def _normalize_sort(w: np.ndarray, fs: list[np.ndarray]):
     w = w.copy()
     out = []
     for f in fs:
@@ -700,7 +701,7 @@ def _normalize_sort(w: np.ndarray, fs: List[np.ndarray]):
     return w[order], [f[:, order] for f in out]
 
 
-def _split_point(shape: Tuple[int, ...]) -> int:
+def _split_point(shape: tuple[int, ...]) -> int:
     """Where to cut the modes into a left and a right half for the ALS dimension tree."""
     best, h_best = None, 1
     for h in range(1, len(shape)):
@@ -713,7 +714,7 @@ def _split_point(shape: Tuple[int, ...]) -> int:
 _LETTERS = "abcdefghijklmnopqrstuvwxy"
 
 
-def _half_mttkrp(P: np.ndarray, fs: List[np.ndarray], n: int, r_first: bool) -> np.ndarray:
+def _half_mttkrp(P: np.ndarray, fs: list[np.ndarray], n: int, r_first: bool) -> np.ndarray:
     """MTTKRP inside one half of the dimension tree.
 
     ``P`` holds the tensor already contracted with the Khatri-Rao product of the
@@ -745,7 +746,7 @@ def _solve_gram(V: np.ndarray, M: np.ndarray) -> np.ndarray:
     return x.T
 
 
-def _cp_init(a: np.ndarray, rank: int, init: Any, seed: int) -> List[np.ndarray]:
+def _cp_init(a: np.ndarray, rank: int, init: Any, seed: int) -> list[np.ndarray]:
     shape = a.shape
     rng = np.random.default_rng(seed)
     if isinstance(init, str):
@@ -764,7 +765,7 @@ def _cp_init(a: np.ndarray, rank: int, init: Any, seed: int) -> List[np.ndarray]
     return [f.copy() for f in _check_factors(init, "init", shape=shape, rank=rank)]
 
 
-def cp_initial_factors(T: ArrayLike, rank: int, init: str = "svd", seed: int = 0) -> List[Any]:
+def cp_initial_factors(T: ArrayLike, rank: int, init: str = "svd", seed: int = 0) -> list[Any]:
     """The starting factors :func:`cp_als` uses, so another implementation can start from the same point.
 
     ``"svd"``: the ``rank`` leading left singular vectors of each unfolding
@@ -801,9 +802,9 @@ def cp_als(
     T: ArrayLike,
     rank: int,
     *,
-    init: Union[str, Sequence[ArrayLike]] = "svd",
+    init: str | Sequence[ArrayLike] = "svd",
     seed: int = 0,
-    tol: Optional[float] = 1e-10,
+    tol: float | None = 1e-10,
     max_iter: int = 500,
 ) -> CPDecomposition:
     """CP (CANDECOMP/PARAFAC) decomposition by alternating least squares.
@@ -936,7 +937,7 @@ class TuckerDecomposition(NamedTuple):
     """
 
     core: Any
-    factors: List[Any]
+    factors: list[Any]
     errors: np.ndarray
 
     def reconstruct(self):
@@ -944,7 +945,7 @@ class TuckerDecomposition(NamedTuple):
         return tucker_reconstruct(self.core, self.factors)
 
     @property
-    def ranks(self) -> Tuple[int, ...]:
+    def ranks(self) -> tuple[int, ...]:
         return tuple(int(s) for s in self.core.shape)
 
     @property
@@ -953,7 +954,7 @@ class TuckerDecomposition(NamedTuple):
         return tucker_n_params(tuple(f.shape[0] for f in self.factors), self.ranks)
 
 
-def _multi_project(a: np.ndarray, fs: List[np.ndarray], only: Optional[Sequence[int]] = None) -> np.ndarray:
+def _multi_project(a: np.ndarray, fs: list[np.ndarray], only: Sequence[int] | None = None) -> np.ndarray:
     """``a x_m fs[m]^T`` for every mode ``m`` in ``only`` (default all), biggest reductions first."""
     modes = range(a.ndim) if only is None else only
     order = sorted(modes, key=lambda m: fs[m].shape[1] / fs[m].shape[0])
@@ -967,7 +968,7 @@ def _tucker_error(norm2: float, core: np.ndarray) -> float:
     return math.sqrt(max(norm2 - c2, 0.0) / norm2) if norm2 > 0 else 0.0
 
 
-def tucker_hosvd(T: ArrayLike, ranks: Union[int, Sequence[int]]) -> TuckerDecomposition:
+def tucker_hosvd(T: ArrayLike, ranks: int | Sequence[int]) -> TuckerDecomposition:
     """Truncated higher-order SVD (HOSVD) Tucker decomposition.
 
     ``U_n`` = the ``r_n`` leading left singular vectors of ``unfold(T, n)``;
@@ -1005,9 +1006,9 @@ def tucker_hosvd(T: ArrayLike, ranks: Union[int, Sequence[int]]) -> TuckerDecomp
 
 def tucker_hooi(
     T: ArrayLike,
-    ranks: Union[int, Sequence[int]],
+    ranks: int | Sequence[int],
     *,
-    tol: Optional[float] = 1e-10,
+    tol: float | None = 1e-10,
     max_iter: int = 50,
 ) -> TuckerDecomposition:
     """Tucker decomposition by higher-order orthogonal iteration (HOOI).
@@ -1143,7 +1144,7 @@ class TensorTrain(NamedTuple):
     norm : float, ``||T||_F``.
     """
 
-    cores: List[Any]
+    cores: list[Any]
     discarded: np.ndarray
     norm: float
 
@@ -1152,7 +1153,7 @@ class TensorTrain(NamedTuple):
         return tt_reconstruct(self.cores)
 
     @property
-    def ranks(self) -> Tuple[int, ...]:
+    def ranks(self) -> tuple[int, ...]:
         """The N-1 bond dimensions ``(r_0, ..., r_{N-2})``."""
         return tuple(int(c.shape[2]) for c in self.cores[:-1])
 
@@ -1172,7 +1173,7 @@ class TensorTrain(NamedTuple):
         return sum(math.prod(c.shape) for c in self.cores)
 
 
-def _check_bond_ranks(max_rank, shape, name="max_rank") -> List[Optional[int]]:
+def _check_bond_ranks(max_rank, shape, name="max_rank") -> list[int | None]:
     """Per-bond caps. An int caps every bond (clipped where the bond allows less);
     a sequence gives each bond's rank, which must be feasible."""
     N = len(shape)
@@ -1202,8 +1203,8 @@ def _check_bond_ranks(max_rank, shape, name="max_rank") -> List[Optional[int]]:
 
 def tt_svd(
     T: ArrayLike,
-    max_rank: Union[None, int, Sequence[int]] = None,
-    eps: Optional[float] = None,
+    max_rank: None | int | Sequence[int] = None,
+    eps: float | None = None,
 ) -> TensorTrain:
     """Tensor-train (matrix product state) decomposition by sequential SVDs (TT-SVD).
 
@@ -1284,7 +1285,7 @@ def tt_svd(
     return TensorTrain([back(c) for c in cores], np.asarray(discarded), norm)
 
 
-def _check_cores(cores: Any, name: str = "cores") -> List[np.ndarray]:
+def _check_cores(cores: Any, name: str = "cores") -> list[np.ndarray]:
     if isinstance(cores, np.ndarray) or _is_torch(cores):
         raise TypeError(f"{name} must be a list of 3-way cores, not a single array")
     try:
@@ -1332,7 +1333,7 @@ def tt_reconstruct(cores: Sequence[ArrayLike]) -> ArrayLike:
     return _converter(cores[0])(_tt_full(cs))
 
 
-def _tt_full(cs: List[np.ndarray]) -> np.ndarray:
+def _tt_full(cs: list[np.ndarray]) -> np.ndarray:
     shape = tuple(c.shape[1] for c in cs)
     out = cs[0].reshape(-1, cs[0].shape[2])
     for c in cs[1:]:
@@ -1340,7 +1341,7 @@ def _tt_full(cs: List[np.ndarray]) -> np.ndarray:
     return out.reshape(shape)
 
 
-def tt_ranks(cores: Sequence[ArrayLike]) -> Tuple[int, ...]:
+def tt_ranks(cores: Sequence[ArrayLike]) -> tuple[int, ...]:
     """The N-1 bond dimensions of a tensor train.
 
     Chapter 2 uses it through :func:`rank_sweep`.
@@ -1353,7 +1354,7 @@ def tt_ranks(cores: Sequence[ArrayLike]) -> Tuple[int, ...]:
     return tuple(int(c.shape[2]) for c in cs[:-1])
 
 
-def tt_n_params(shape: Sequence[int], ranks: Union[int, Sequence[int]]) -> int:
+def tt_n_params(shape: Sequence[int], ranks: int | Sequence[int]) -> int:
     """Numbers stored by a tensor train: ``sum_k r_{k-1} I_k r_k``.
 
     With ``N`` modes of size ``d`` and every bond ``chi`` this is about
@@ -1378,7 +1379,7 @@ def tt_n_params(shape: Sequence[int], ranks: Union[int, Sequence[int]]) -> int:
     return sum(r[k] * shape[k] * r[k + 1] for k in range(len(shape)))
 
 
-def tt_orthogonalize(cores: Sequence[ArrayLike], center: int = 0) -> List[Any]:
+def tt_orthogonalize(cores: Sequence[ArrayLike], center: int = 0) -> list[Any]:
     """Mixed canonical form of a tensor train by QR sweeps.
 
     Cores left of ``center`` become left-orthonormal
@@ -1451,7 +1452,7 @@ def tt_is_canonical(cores: Sequence[ArrayLike], center: int, atol: float = 1e-10
     return True
 
 
-def tt_to_mps(cores: Sequence[ArrayLike], center: Optional[int] = None, backend: str = "numpy"):
+def tt_to_mps(cores: Sequence[ArrayLike], center: int | None = None, backend: str = "numpy"):
     """A ``tensornetwork.FiniteMPS`` holding the tensor train (norm kept).
 
     ``FiniteMPS`` stores cores with the same axes, ``(left bond, physical,
@@ -1496,7 +1497,7 @@ def tt_to_mps(cores: Sequence[ArrayLike], center: Optional[int] = None, backend:
     return mps
 
 
-def mps_to_tt(mps) -> List[np.ndarray]:
+def mps_to_tt(mps) -> list[np.ndarray]:
     """The cores of a ``tensornetwork.FiniteMPS`` as a list of float64 numpy arrays.
 
     Inverse of :func:`tt_to_mps`: ``mps_to_tt(tt_to_mps(cores))`` equals
@@ -1688,7 +1689,7 @@ def error_floor(errors: Any, floor: float = ERROR_FLOOR) -> np.ndarray:
     return np.maximum(a, float(floor))
 
 
-def _check_rank_list(ranks: Any, name: str) -> List[int]:
+def _check_rank_list(ranks: Any, name: str) -> list[int]:
     if isinstance(ranks, (str, bytes)) or isinstance(ranks, numbers.Number):
         raise TypeError(f"{name} must be a sequence of ints (possibly empty); got {ranks!r}")
     try:
@@ -1804,7 +1805,7 @@ def _check_curve(curve: Any, name: str = "curve", keys=("rank", "error")) -> dic
     return curve
 
 
-def first_exact_rank(curve: dict, tol: float = 1e-8) -> Optional[int]:
+def first_exact_rank(curve: dict, tol: float = 1e-8) -> int | None:
     """The first rank of a :func:`rank_sweep` curve whose relative error is below ``tol``.
 
     Parameters
@@ -1832,7 +1833,7 @@ def first_exact_rank(curve: dict, tol: float = 1e-8) -> Optional[int]:
     return hits[0] if hits else None
 
 
-def params_for_error(curve: dict, target: float = 0.1) -> Optional[int]:
+def params_for_error(curve: dict, target: float = 0.1) -> int | None:
     """Fewest numbers stored, among the ranks tried, for relative error <= ``target``.
 
     Parameters
@@ -1925,7 +1926,7 @@ def energy_rank(M: ArrayLike, share: float = 0.99) -> int:
     return int(min(np.searchsorted(frac, share) + 1, len(s2)))
 
 
-def tt_bond_caps(shape: Sequence[int], max_rank: int) -> List[int]:
+def tt_bond_caps(shape: Sequence[int], max_rank: int) -> list[int]:
     """Bond dimensions of a tensor train with every bond at most ``max_rank``.
 
     Bond ``k`` (between legs ``k`` and ``k+1``) can never exceed the rank of the
@@ -1952,7 +1953,7 @@ def tt_bond_caps(shape: Sequence[int], max_rank: int) -> List[int]:
     return [min(max_rank, math.prod(shp[: k + 1]), math.prod(shp[k + 1:])) for k in range(len(shp) - 1)]
 
 
-def _check_shape(shape: Any, name: str, min_len: int = 1) -> Tuple[int, ...]:
+def _check_shape(shape: Any, name: str, min_len: int = 1) -> tuple[int, ...]:
     if isinstance(shape, (str, bytes)) or isinstance(shape, numbers.Number):
         raise TypeError(f"{name} must be a sequence of ints; got {shape!r}")
     try:
@@ -1964,8 +1965,8 @@ def _check_shape(shape: Any, name: str, min_len: int = 1) -> Tuple[int, ...]:
     return tuple(_check_int(d, f"{name}[{k}]") for k, d in enumerate(shp))
 
 
-def plot_rank_sweep(results: dict, axes, title: str, size: Optional[int] = None,
-                    logx: bool = False, bottom: Optional[float] = None):
+def plot_rank_sweep(results: dict, axes, title: str, size: int | None = None,
+                    logx: bool = False, bottom: float | None = None):
     """Draw a :func:`rank_sweep` result: error against the rank knob and against numbers stored.
 
     Parameters
@@ -2090,7 +2091,7 @@ def _check_weight_decay(weight_decay: Any) -> float:
 
 @recipe(LOOKUP_MODEL, "chapter 2: 1-layer attention-only model on the look-up task (AdamW, weight decay 1.0)")
 def train_lookup_model(seed: int = 0, steps: int = 800, weight_decay: float = 1.0,
-                       progress: Optional[bool] = False):
+                       progress: bool | None = False):
     """Train :func:`lookup_config`'s model on :func:`lookup_task`; returns ``(model, TrainResult)``.
 
     AdamW (lr 3e-3, batch 512, 50 warm-up steps) on 8192 sequences; the test
@@ -2148,7 +2149,7 @@ def train_lookup_model(seed: int = 0, steps: int = 800, weight_decay: float = 1.
 
 
 @recipe(LOOKUP_MODEL_NO_DECAY, "chapter 2: the look-up model trained without weight decay (control)")
-def train_lookup_model_no_decay(seed: int = 0, steps: int = 800, progress: Optional[bool] = False):
+def train_lookup_model_no_decay(seed: int = 0, steps: int = 800, progress: bool | None = False):
     """:func:`train_lookup_model` with ``weight_decay=0``: the control run of chapter 2.
 
     Everything else (data, initialisation, batch order, optimiser) is the same,
@@ -2160,7 +2161,7 @@ def train_lookup_model_no_decay(seed: int = 0, steps: int = 800, progress: Optio
     return train_lookup_model(seed=seed, steps=steps, weight_decay=0.0, progress=progress)
 
 
-def attention_circuits(model) -> Tuple[np.ndarray, np.ndarray]:
+def attention_circuits(model) -> tuple[np.ndarray, np.ndarray]:
     """The QK and OV circuits of every head, as float64 numpy tensors.
 
     ``model.QK`` and ``model.OV`` as float64 arrays (read through the model's

@@ -48,8 +48,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -159,10 +159,10 @@ class ReluMLP(nn.Module):
         return {"sizes": list(self.sizes), "seed": self.seed, "dtype": self.dtype}
 
     @classmethod
-    def from_config_dict(cls, d: dict) -> "ReluMLP":
+    def from_config_dict(cls, d: dict) -> ReluMLP:
         return cls(**d)
 
-    def to_float64(self) -> "ReluMLP":
+    def to_float64(self) -> ReluMLP:
         """A float64 copy with the same weights."""
         other = ReluMLP(self.sizes, self.seed, "float64")
         other.load_state_dict({k: v.double() for k, v in self.state_dict().items()})

@@ -57,10 +57,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch

@@ -32,7 +32,7 @@ torch and :mod:`helpers.transformer`).
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -153,18 +153,18 @@ def patch(
     if missing:
         raise ValueError(f"source_cache lacks {missing}")
 
-    def hook(x, hp):
-        src = source_cache[hp.name].to(x.device, x.dtype)
+    def patch_hook(x, hook):
+        src = source_cache[hook.name].to(x.device, x.dtype)
         if src.shape[1:] != x.shape[1:]:
-            raise ValueError(f"source activation at {hp.name!r} has shape {tuple(src.shape)}, target {tuple(x.shape)}")
+            raise ValueError(f"source activation at {hook.name!r} has shape {tuple(src.shape)}, target {tuple(x.shape)}")
         src = src.expand_as(x) if src.shape[0] == 1 else src
         if src.shape[0] != x.shape[0]:
-            raise ValueError(f"source batch {src.shape[0]} does not match target batch {x.shape[0]} at {hp.name!r}")
+            raise ValueError(f"source batch {src.shape[0]} does not match target batch {x.shape[0]} at {hook.name!r}")
         out = x.clone()
         if isinstance(pos, torch.Tensor) and pos.ndim == 1 and pos.numel() == x.shape[0] and x.shape[0] > 1:
             rows = torch.arange(x.shape[0], device=x.device)
             p = pos.to(x.device).long()
-            leaf = hp.name.split(".")[-1]
+            leaf = hook.name.split(".")[-1]
             if leaf in _HEAD_AXIS_PATTERN:
                 if head is None:
                     out[rows, :, p] = src[rows, :, p]
@@ -173,15 +173,15 @@ def patch(
             elif head is None:
                 out[rows, p] = src[rows, p]
             else:
-                _index(hp.name, x.shape, None, head)  # validates the head
+                _index(hook.name, x.shape, None, head)  # validates the head
                 out[rows, p, head] = src[rows, p, head]
             return out
-        idx = _index(hp.name, x.shape, pos, head)
+        idx = _index(hook.name, x.shape, pos, head)
         out[idx] = src[idx]
         return out
 
     with torch.no_grad():
-        return model.run_with_hooks(target, [(s, hook) for s in sites], **forward_kwargs)
+        return model.run_with_hooks(target, [(s, patch_hook) for s in sites], **forward_kwargs)
 
 
 def logit_diff(logits: torch.Tensor, pos, good, bad) -> torch.Tensor:
@@ -198,7 +198,7 @@ def logit_diff(logits: torch.Tensor, pos, good, bad) -> torch.Tensor:
     -------
     Tensor [batch]
 
-    Used in chapter 6.
+    Not named on chapter 6's page; the page reaches it through other helpers.
     """
     if logits.ndim != 3:
         raise ValueError(f"logits must be [batch, pos, d_vocab_out], got shape {tuple(logits.shape)}")
@@ -293,7 +293,7 @@ def patch_sweep(
 ) -> torch.Tensor:
     """``patching_effect(...)[key]`` for every site x head x position: Tensor [n_sites, n_heads, n_pos].
 
-    ``positions=None`` patches all positions at once (one column). Used in chapter 6.
+    ``positions=None`` patches all positions at once (one column). Not named on chapter 6's page; the page reaches it through other helpers.
     """
     cols = [None] if positions is None else list(positions)
     out = torch.full((len(sites), len(heads), len(cols)), float("nan"))

@@ -5,7 +5,7 @@ it, so pages can compose figures. Used throughout the book.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np

@@ -27,8 +27,8 @@ import contextlib
 import math
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn as nn

@@ -55,8 +55,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -264,7 +264,7 @@ class TransformerConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TransformerConfig":
+    def from_dict(cls, d: dict) -> TransformerConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error that lists them."""
         if not isinstance(d, dict):
             raise TypeError(f"config must be a dict, got {type(d).__name__}")
@@ -297,7 +297,7 @@ HookFn = Callable[[torch.Tensor, "HookPoint"], "torch.Tensor | None"]
 class HookHandle:
     """Returned by :meth:`HookPoint.add` / :meth:`HookedTransformer.add_hook`; ``remove()`` undoes it."""
 
-    def __init__(self, point: "HookPoint", fn: HookFn, direction: str) -> None:
+    def __init__(self, point: HookPoint, fn: HookFn, direction: str) -> None:
         self.point, self.fn, self.direction = point, fn, direction
 
     def remove(self) -> None:
@@ -635,12 +635,12 @@ class HookedTransformer(nn.Module):
         return self.cfg.to_dict()
 
     @classmethod
-    def from_config_dict(cls, d: dict) -> "HookedTransformer":
+    def from_config_dict(cls, d: dict) -> HookedTransformer:
         """Build an (initialised, untrained) model from :meth:`config_dict`'s output."""
         return cls(TransformerConfig.from_dict(d))
 
     @classmethod
-    def from_weights(cls, cfg: TransformerConfig, weights: dict) -> "HookedTransformer":
+    def from_weights(cls, cfg: TransformerConfig, weights: dict) -> HookedTransformer:
         """Build a model from a config and a dict of TransformerLens-named arrays.
 
         Accepts numpy arrays or tensors keyed ``embed.W_E`` (or the short
@@ -849,7 +849,7 @@ class HookedTransformer(nn.Module):
             h.clear()
 
     @contextlib.contextmanager
-    def hooks(self, fwd_hooks: Iterable[tuple] = (), bwd_hooks: Iterable[tuple] = ()) -> Iterator["HookedTransformer"]:
+    def hooks(self, fwd_hooks: Iterable[tuple] = (), bwd_hooks: Iterable[tuple] = ()) -> Iterator[HookedTransformer]:
         """Context manager: add ``[(name_or_filter, fn), ...]`` forward and backward hooks, remove them after.
 
         Backward hooks fire during a ``.backward()`` called inside the block.
@@ -919,7 +919,7 @@ class HookedTransformer(nn.Module):
         return to_transformer_lens(self, emulate=emulate)
 
     @classmethod
-    def from_transformer_lens(cls, tl_model, **bias_flags) -> "HookedTransformer":
+    def from_transformer_lens(cls, tl_model, **bias_flags) -> HookedTransformer:
         """Ours from a ``transformer_lens.HookedTransformer`` (3.9); see :mod:`helpers._transformer_lens`."""
         from ._transformer_lens import from_transformer_lens
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import base64
 import html
 import io
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import torch

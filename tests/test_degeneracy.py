@@ -1,4 +1,6 @@
 """Tests for helpers.degeneracy (chapter 7): the three degeneracies and the interaction basis."""
+from __future__ import annotations
+
 import numpy as np
 import pytest
 import torch

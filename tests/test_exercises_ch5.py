@@ -1,4 +1,6 @@
 """Chapter 5 exercises: each check passes the reference solution and fails a plausible wrong attempt."""
+from __future__ import annotations
+
 import numpy as np
 import pytest
 

@@ -1,6 +1,7 @@
 """Chapter 6 exercises: each check passes the reference solution and fails plausible wrong attempts."""
+from __future__ import annotations
+
 import pytest
-import torch
 
 from helpers import inversion as I
 from helpers.exercises import ch6 as E

@@ -1,4 +1,6 @@
 """Tests for helpers.integration (chapter 5): identities, fits, the lens and the bound."""
+from __future__ import annotations
+
 import numpy as np
 import pytest
 import torch

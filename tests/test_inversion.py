@@ -1,4 +1,6 @@
 """Tests of helpers.inversion (chapter 6)."""
+from __future__ import annotations
+
 import pytest
 import torch
 

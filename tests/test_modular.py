@@ -1,4 +1,6 @@
 """Tests for helpers.modular (chapter 4): data, Fourier tools, progress measures, clock/pizza metrics."""
+from __future__ import annotations
+
 import math
 
 import numpy as np

@@ -1,4 +1,6 @@
 """Tests of helpers.patching: activation patching on HookedTransformer."""
+from __future__ import annotations
+
 import pytest
 import torch
 

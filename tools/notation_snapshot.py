@@ -82,8 +82,9 @@ def main(pages: list, out: Path = OUT) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from helpers import notation as N
     from test_notation_snapshot import layout_record
+
+    from helpers import notation as N
 
     records = []
     for p in pages:

@@ -9,7 +9,7 @@ Used in chapter 1.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -75,7 +75,7 @@ def check_read_diagram(answer) -> bool:
 # ---------------------------------------------------------------------------
 # 2. The trace is cyclic
 # ---------------------------------------------------------------------------
-def solution_cyclic_trace(A, B, C) -> Dict[str, float]:
+def solution_cyclic_trace(A, B, C) -> dict[str, float]:
     """Exercise ch1-ex-cyclic: tr(ABC), tr(BCA), tr(CAB) and tr(ACB), each as a diagram's contraction.
 
     The first three are one closed ring entered at different boxes; ``ACB``
@@ -119,7 +119,7 @@ def check_cyclic_trace(fn: Callable) -> bool:
 # ---------------------------------------------------------------------------
 # 3. Contract in a given order and count the FLOPs (implement)
 # ---------------------------------------------------------------------------
-def solution_contract_in_order(expr: str, operands: Sequence, path: Sequence[Tuple[int, int]]):
+def solution_contract_in_order(expr: str, operands: Sequence, path: Sequence[tuple[int, int]]):
     """Exercise ch1-ex-contract: contract a network pair by pair along ``path``, counting FLOPs.
 
     ``path`` follows ``opt_einsum``: each step names two positions in the
@@ -135,7 +135,7 @@ def solution_contract_in_order(expr: str, operands: Sequence, path: Sequence[Tup
     Used in chapter 1.
     """
     inputs, output = expr.replace(" ", "").split("->")
-    subs: List[str] = inputs.split(",")
+    subs: list[str] = inputs.split(",")
     terms = [np.asarray(o, dtype=float) for o in operands]
     size = {}
     for s, t in zip(subs, terms):
@@ -200,7 +200,7 @@ def check_contract_in_order(fn: Callable) -> bool:
 # ---------------------------------------------------------------------------
 # 4. The cheaper way to compute attention scores
 # ---------------------------------------------------------------------------
-def solution_qk_order(n_pos: int = 64, d_model: int = 512, d_head: int = 64) -> Dict[str, int]:
+def solution_qk_order(n_pos: int = 64, d_model: int = 512, d_head: int = 64) -> dict[str, int]:
     """Exercise ch1-ex-qk-order: two orders for the attention scores x W_Q W_K^T x^T.
 
     * ``"queries_keys"``: form queries ``x W_Q`` and keys ``x W_K`` first,
@@ -255,7 +255,7 @@ def check_qk_order(fn: Callable) -> bool:
 # ---------------------------------------------------------------------------
 # 5. Why a projection's trace is its rank
 # ---------------------------------------------------------------------------
-def solution_projector(U) -> Dict[str, float]:
+def solution_projector(U) -> dict[str, float]:
     """Exercise ch1-ex-projector: how far ``P = U U^T`` is from a symmetric projection, and its trace.
 
     For an isometry ``U`` ``[n, r]`` the cancellation rule removes the middle
@@ -305,7 +305,7 @@ def check_projector(fn: Callable) -> bool:
 # ---------------------------------------------------------------------------
 # 6. Exponentially bad orders
 # ---------------------------------------------------------------------------
-def solution_bad_order(ns: Sequence[int] = (2, 4, 6, 8), phys: int = 2, bond: int = 4) -> Dict[str, List[int]]:
+def solution_bad_order(ns: Sequence[int] = (2, 4, 6, 8), phys: int = 2, bond: int = 4) -> dict[str, list[int]]:
     """Exercise ch1-ex-mps: largest intermediate of the two orders of an MPS norm, from ``contraction_cost``.
 
     The ket-first order builds a tensor with every physical leg open,
@@ -323,7 +323,7 @@ def solution_bad_order(ns: Sequence[int] = (2, 4, 6, 8), phys: int = 2, bond: in
     >>> s["ket_first_largest"], s["zipper_largest"]
     ([32, 128], [32, 32])
     """
-    out: Dict[str, List[int]] = {"n": list(ns), "zipper_largest": [], "ket_first_largest": [],
+    out: dict[str, list[int]] = {"n": list(ns), "zipper_largest": [], "ket_first_largest": [],
                                  "zipper_flops": [], "ket_first_flops": [], "optimal_flops": []}
     for n in ns:
         net = mps_norm_network(n, phys, bond)
@@ -335,7 +335,7 @@ def solution_bad_order(ns: Sequence[int] = (2, 4, 6, 8), phys: int = 2, bond: in
     return out
 
 
-def solution_bad_order_formula(n: int, phys: int, bond: int) -> Tuple[int, int]:
+def solution_bad_order_formula(n: int, phys: int, bond: int) -> tuple[int, int]:
     """Exercise ch1-ex-mps: the two largest intermediates by formula, ``(ket first, zipper)``.
 
     Ket first: the finished ket row has ``phys**n`` entries; the first bra

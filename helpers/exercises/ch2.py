@@ -9,7 +9,7 @@ Used in chapter 2.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -26,7 +26,7 @@ __all__ = [
 # ---------------------------------------------------------------------------
 # 1. TT-SVD (implement)
 # ---------------------------------------------------------------------------
-def solution_tt_svd(T, max_rank: int) -> List[np.ndarray]:
+def solution_tt_svd(T, max_rank: int) -> list[np.ndarray]:
     """Exercise ch2-ex-tt-svd: a tensor train by sequential truncated SVDs.
 
     Reshape to ``[I_0, rest]``, SVD, keep at most ``max_rank`` triplets (and
@@ -95,7 +95,7 @@ def check_tt_svd(fn: Callable) -> bool:
 # ---------------------------------------------------------------------------
 def solution_cp_rescale_permute(
     weights, factors: Sequence, scales: Sequence[Sequence[float]], perm: Sequence[int],
-) -> Tuple[np.ndarray, List[np.ndarray]]:
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """Exercise ch2-ex-rescale: a different CP decomposition of the same tensor.
 
     Multiplies column ``r`` of factor ``n`` by ``scales[n][r]`` and divides the
@@ -156,7 +156,7 @@ def check_cp_rescale_permute(fn: Callable) -> bool:
 # ---------------------------------------------------------------------------
 # 3. Strassen's algorithm is a rank-7 decomposition
 # ---------------------------------------------------------------------------
-def solution_strassen() -> Tuple[np.ndarray, List[np.ndarray]]:
+def solution_strassen() -> tuple[np.ndarray, list[np.ndarray]]:
     """Exercise ch2-ex-strassen: a rank-7 CP decomposition of ``matmul_tensor(2)``.
 
     Strassen's seven products ``m_1 ... m_7`` of sums of entries of ``A`` and
@@ -218,7 +218,7 @@ def check_strassen(fn: Callable) -> bool:
 # ---------------------------------------------------------------------------
 # 4. Move the orthogonality centre
 # ---------------------------------------------------------------------------
-def solution_move_center(cores: Sequence, center: int) -> List[np.ndarray]:
+def solution_move_center(cores: Sequence, center: int) -> list[np.ndarray]:
     """Exercise ch2-ex-move-center: move the orthogonality centre one site right.
 
     ``cores`` are in mixed canonical form around ``center``. One QR of the

@@ -10,7 +10,7 @@ Used in chapter 3.
 from __future__ import annotations
 
 import itertools
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -55,13 +55,13 @@ from __future__ import annotations
 from ._cost import ContractionCost, ContractionStep, contraction_cost, mps_norm_network, sequential_path
 from ._explorer import einsum_explorer, explore
 from ._figures import CHAPTER_DIAGRAMS, bias_augment, chapter_diagram, random_expression, random_isometry
-from ._geometry import boxes_overlap as _boxes_overlap
+from ._geometry import boxes_overlap as _boxes_overlap  # noqa: F401 - used by the tests
 from ._graph import Diagram, Edge, Leg, TensorNode, diagram, identity_wire, merge_copies, network_diagram
 from ._layout import LabelSpec, Layout
-from ._parse import Shape, parse_einsum
+from ._parse import Shape, parse_einsum  # noqa: F401 - Shape: the type of parsed shapes
 from ._render import Drawing, draw_equation, draw_network, gallery
 from ._style import STYLE, DiagramStyle
-from ._style import tex_name as _tex_name
+from ._style import tex_name as _tex_name  # noqa: F401 - used by the tests
 
 # The layout's main sizes under their old module-level names.
 NODE_FONTSIZE = STYLE.node_fontsize

@@ -9,8 +9,9 @@ that sums something: twice the product of the sizes of all indices involved.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import opt_einsum
 from opt_einsum.helpers import flop_count
@@ -29,7 +30,7 @@ class ContractionStep:
     Chapter 1 uses it through :func:`contraction_cost`.
     """
 
-    positions: Tuple[int, ...]
+    positions: tuple[int, ...]
     subscripts: str
     flops: int
     size: int
@@ -63,11 +64,11 @@ class ContractionCost:
     """
 
     expr: str
-    path: List[Tuple[int, ...]]
-    steps: List[ContractionStep]
+    path: list[tuple[int, ...]]
+    steps: list[ContractionStep]
     flops: int
     largest_intermediate: int
-    optimal_path: List[Tuple[int, ...]]
+    optimal_path: list[tuple[int, ...]]
     optimal_flops: int
     optimal_largest_intermediate: int
     naive_flops: int
@@ -79,12 +80,12 @@ class ContractionCost:
         return self.flops / max(self.optimal_flops, 1)
 
 
-def _check_path(path, n: int) -> List[Tuple[int, ...]]:
+def _check_path(path, n: int) -> list[tuple[int, ...]]:
     """``path`` as tuples of ints, after checking it contracts ``n`` terms down to one."""
     path = list(path)
     if not path and n == 1:
         path = [(0,)]
-    norm: List[Tuple[int, ...]] = []
+    norm: list[tuple[int, ...]] = []
     for s, step in enumerate(path):
         try:
             pos = tuple(int(p) for p in step)
@@ -105,7 +106,7 @@ def _check_path(path, n: int) -> List[Tuple[int, ...]]:
     return norm
 
 
-def _steps(info, path: Sequence[Tuple[int, ...]]) -> List[ContractionStep]:
+def _steps(info, path: Sequence[tuple[int, ...]]) -> list[ContractionStep]:
     """The steps of ``opt_einsum``'s ``PathInfo`` for ``path``, each costed by ``opt_einsum``.
 
     ``opt_einsum`` takes a step's terms out from the highest position down;
@@ -121,7 +122,7 @@ def _steps(info, path: Sequence[Tuple[int, ...]]) -> List[ContractionStep]:
     return steps
 
 
-def contraction_cost(expr: str, *shapes: Any, path: Optional[Sequence[Sequence[int]]] = None) -> ContractionCost:
+def contraction_cost(expr: str, *shapes: Any, path: Sequence[Sequence[int]] | None = None) -> ContractionCost:
     """FLOPs and largest intermediate of a contraction order, and of the best one.
 
     Parameters
@@ -177,7 +178,7 @@ def contraction_cost(expr: str, *shapes: Any, path: Optional[Sequence[Sequence[i
     )
 
 
-def sequential_path(order: Sequence[int], n: Optional[int] = None) -> List[Tuple[int, int]]:
+def sequential_path(order: Sequence[int], n: int | None = None) -> list[tuple[int, int]]:
     """The ``opt_einsum`` path that absorbs operands one at a time in ``order``.
 
     ``order[0]`` and ``order[1]`` are contracted first, then the running
@@ -192,7 +193,7 @@ def sequential_path(order: Sequence[int], n: Optional[int] = None) -> List[Tuple
     n = len(order) if n is None else n
     if sorted(order) != list(range(n)):
         raise ValueError(f"order must be a permutation of 0..{n - 1}, got {order}")
-    terms: List[Any] = list(range(n))
+    terms: list[Any] = list(range(n))
     path = []
     acc = order[0]
     for k in order[1:]:
@@ -203,7 +204,7 @@ def sequential_path(order: Sequence[int], n: Optional[int] = None) -> List[Tuple
     return path
 
 
-def mps_norm_network(n: int, phys: int = 2, bond: int = 4) -> Dict[str, Any]:
+def mps_norm_network(n: int, phys: int = 2, bond: int = 4) -> dict[str, Any]:
     """The norm <psi|psi> of a matrix product state of ``n`` sites, as an einsum.
 
     Ket tensors ``A1..An`` (bond legs of size ``bond``, physical legs of size

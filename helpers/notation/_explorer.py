@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Tuple
 
 from ._graph import Diagram, diagram
 from ._parse import Shape, parse_einsum
 
 
-def _shapes_for(expr: str, dims_text: str, default: int) -> List[Shape]:
+def _shapes_for(expr: str, dims_text: str, default: int) -> list[Shape]:
     inputs, _ = parse_einsum(expr)
-    size: Dict[str, int] = {}
+    size: dict[str, int] = {}
     for part in re.split(r"[,\s]+", dims_text.strip()):
         if not part:
             continue
@@ -21,7 +20,7 @@ def _shapes_for(expr: str, dims_text: str, default: int) -> List[Shape]:
     return [tuple(size.get(ch, default) for ch in sub) for sub in inputs]
 
 
-def explore(expr: str, dims_text: str = "", default: int = 3) -> Tuple[Diagram, str]:
+def explore(expr: str, dims_text: str = "", default: int = 3) -> tuple[Diagram, str]:
     """What :func:`einsum_explorer` shows for one input: the diagram and a text summary.
 
     Parameters

@@ -1,7 +1,7 @@
 """Chapter 1's diagrams and the small constructions its page uses (private)."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +27,7 @@ def random_isometry(n: int, r: int, seed: int = 0) -> np.ndarray:
     return q * np.sign(np.diag(rr))
 
 
-def bias_augment(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def bias_augment(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Fold a bias into the weights: ``x @ W + b == x1 @ Wb``.
 
     Parameters
@@ -66,7 +66,7 @@ def bias_augment(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> Tuple[np.ndarra
 #: Every diagram drawn in chapter 1: expression, shapes, names and options.
 #: The page draws them with :func:`chapter_diagram`; the tests check each
 #: one's layout (deterministic, no overlapping labels).
-CHAPTER_DIAGRAMS: Dict[str, Dict[str, Any]] = {
+CHAPTER_DIAGRAMS: dict[str, dict[str, Any]] = {
     "vector": dict(expr="i->i", shapes=[(4,)], names=["v"]),
     "matrix": dict(expr="ij->ij", shapes=[(3, 4)], names=["M"]),
     "tensor3": dict(expr="ijk->ijk", shapes=[(2, 3, 4)], names=["T"]),
@@ -119,8 +119,8 @@ CHAPTER_DIAGRAMS["mps_norm"] = dict(
 )
 
 
-def random_expression(rng: Union[int, np.random.Generator] = 0, n_ops: Optional[int] = None,
-                      max_dim: int = 3) -> Tuple[str, List[Shape]]:
+def random_expression(rng: int | np.random.Generator = 0, n_ops: int | None = None,
+                      max_dim: int = 3) -> tuple[str, list[Shape]]:
     """A random valid einsum expression and shapes, for spot checks.
 
     2-5 operands over up to 6 letters, with repeated indices (traces),
@@ -142,7 +142,7 @@ def random_expression(rng: Union[int, np.random.Generator] = 0, n_ops: Optional[
         subs = ["".join(rng.choice(letters, size=int(rng.integers(0, 5)))) for _ in range(n)]
         present = sorted(set("".join(subs)))
         out = "".join(rng.permutation(present)[: int(rng.integers(0, len(present) + 1))]) if present else ""
-        ends: Dict[str, int] = {}
+        ends: dict[str, int] = {}
         for ch in "".join(subs) + out:
             ends[ch] = ends.get(ch, 0) + 1
         if max(ends.values(), default=0) <= 6:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from typing import Tuple
 
 import numpy as np
 
@@ -21,7 +20,7 @@ def cubic(p0, p1, p2, p3, n: int = 32) -> np.ndarray:
     return (1 - t) ** 3 * p0 + 3 * (1 - t) ** 2 * t * p1 + 3 * (1 - t) * t ** 2 * p2 + t ** 3 * p3
 
 
-def boundary(wh: Tuple[float, float], kind: str, ux: float, uy: float, copy_r: float) -> float:
+def boundary(wh: tuple[float, float], kind: str, ux: float, uy: float, copy_r: float) -> float:
     """Distance from a node's centre to its outline along the unit vector (ux, uy)."""
     if kind == "copy":
         return copy_r

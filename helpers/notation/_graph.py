@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import opt_einsum
@@ -43,8 +44,8 @@ class TensorNode:
     id: int
     name: str
     kind: str
-    legs: Tuple[str, ...]
-    operand: Optional[int] = None
+    legs: tuple[str, ...]
+    operand: int | None = None
 
     @property
     def rank(self) -> int:
@@ -59,9 +60,9 @@ class Edge:
     """
 
     index: str
-    dim: Optional[int]
-    a: Tuple[int, int]
-    b: Tuple[int, int]
+    dim: int | None
+    a: tuple[int, int]
+    b: tuple[int, int]
 
     @property
     def is_self_loop(self) -> bool:
@@ -73,8 +74,8 @@ class Leg:
     """A dangling (output) leg attached to ``end = (node id, axis)``.  Chapter 1 uses it through :func:`diagram`."""
 
     index: str
-    dim: Optional[int]
-    end: Tuple[int, int]
+    dim: int | None
+    end: tuple[int, int]
 
 
 @dataclass
@@ -114,38 +115,38 @@ class Diagram:
     """
 
     expr: str
-    inputs: Tuple[str, ...]
+    inputs: tuple[str, ...]
     output: str
-    dims: Dict[str, Optional[int]]
-    nodes: List[TensorNode]
-    edges: List[Edge]
-    dangling: List[Leg]
-    operands: Optional[Tuple[Any, ...]] = None
-    index_names: Dict[str, str] = field(default_factory=dict)
-    colors: Dict[int, str] = field(default_factory=dict)
-    positions: Optional[Dict[int, Tuple[float, float]]] = None
+    dims: dict[str, int | None]
+    nodes: list[TensorNode]
+    edges: list[Edge]
+    dangling: list[Leg]
+    operands: tuple[Any, ...] | None = None
+    index_names: dict[str, str] = field(default_factory=dict)
+    colors: dict[int, str] = field(default_factory=dict)
+    positions: dict[int, tuple[float, float]] | None = None
     roles: dict[int, str] = field(default_factory=dict)
 
     # -- structure -------------------------------------------------------
     @property
-    def tensor_nodes(self) -> List[TensorNode]:
+    def tensor_nodes(self) -> list[TensorNode]:
         return [n for n in self.nodes if n.kind == "tensor"]
 
     @property
-    def copy_nodes(self) -> List[TensorNode]:
+    def copy_nodes(self) -> list[TensorNode]:
         return [n for n in self.nodes if n.kind == "copy"]
 
     @property
-    def self_loops(self) -> List[Edge]:
+    def self_loops(self) -> list[Edge]:
         return [e for e in self.edges if e.is_self_loop]
 
     @property
-    def bonds(self) -> List[Edge]:
+    def bonds(self) -> list[Edge]:
         """Edges between two different nodes."""
         return [e for e in self.edges if not e.is_self_loop]
 
     @property
-    def shape(self) -> Tuple[Optional[int], ...]:
+    def shape(self) -> tuple[int | None, ...]:
         """Shape of the contracted result."""
         return tuple(self.dims[c] for c in self.output)
 
@@ -241,7 +242,7 @@ class Diagram:
             return torch.from_numpy(np.ascontiguousarray(result))
         return result
 
-    def cost(self, path=None) -> "ContractionCost":
+    def cost(self, path=None) -> ContractionCost:
         """:func:`contraction_cost` of this diagram's expression and shapes."""
         from ._cost import contraction_cost
 
@@ -251,13 +252,13 @@ class Diagram:
         return contraction_cost(self.expr, *shapes, path=path)
 
     # -- drawing ---------------------------------------------------------
-    def layout(self, show_dims: bool = True) -> "Layout":
+    def layout(self, show_dims: bool = True) -> Layout:
         """Deterministic drawing coordinates, in inches (see :class:`Layout`)."""
         from ._layout import layout_diagram
 
         return layout_diagram(self, show_dims=show_dims)
 
-    def draw(self, ax=None, *, title: Optional[str] = None, show_dims: bool = True) -> "Drawing":
+    def draw(self, ax=None, *, title: str | None = None, show_dims: bool = True) -> Drawing:
         """Draw the diagram with matplotlib.
 
         Parameters
@@ -280,18 +281,18 @@ class Diagram:
         return render([(self.layout(show_dims=show_dims), 0.0, 0.0)], ax=ax, title=title)
 
 
-def _unique_axis_names(legs: Sequence[str]) -> List[str]:
+def _unique_axis_names(legs: Sequence[str]) -> list[str]:
     out = []
     for k, ch in enumerate(legs):
         out.append(ch if legs.count(ch) == 1 else f"{ch}{k}")
     return out
 
 
-def _assign_colors(names: Sequence[str], colors: Any) -> Dict[int, str]:
+def _assign_colors(names: Sequence[str], colors: Any) -> dict[int, str]:
     """Colour per operand: given list/dict/str, else one palette colour per distinct name."""
     n = len(names)
     if colors is None:
-        order: List[str] = []
+        order: list[str] = []
         for nm in names:
             if nm not in order:
                 order.append(nm)
@@ -310,10 +311,10 @@ def _assign_colors(names: Sequence[str], colors: Any) -> Dict[int, str]:
 def diagram(
     expr: str,
     *operands: Any,
-    names: Optional[Sequence[str]] = None,
+    names: Sequence[str] | None = None,
     colors: Any = None,
-    index_names: Optional[Mapping[str, str]] = None,
-    positions: Optional[Mapping[int, Tuple[float, float]]] = None,
+    index_names: Mapping[str, str] | None = None,
+    positions: Mapping[int, tuple[float, float]] | None = None,
     roles: Mapping[Any, str] | None = None,
 ) -> Diagram:
     """Build the tensor diagram of an einsum expression.
@@ -370,9 +371,9 @@ def diagram(
     n = len(inputs)
     names = list(names) if names is not None else [f"T{k}" for k in range(n)]
     nodes = [TensorNode(k, names[k], "tensor", tuple(sub), k) for k, sub in enumerate(inputs)]
-    edges: List[Edge] = []
-    legs: Dict[str, Leg] = {}
-    order: List[str] = []
+    edges: list[Edge] = []
+    legs: dict[str, Leg] = {}
+    order: list[str] = []
     for ch in "".join(inputs):
         if ch not in order:
             order.append(ch)
@@ -441,7 +442,7 @@ def _assign_roles(names: Sequence[str], roles: Any) -> dict[int, str]:
     return out
 
 
-def identity_wire(left: str = "j", right: str = "k", dim: Optional[int] = None) -> Diagram:
+def identity_wire(left: str = "j", right: str = "k", dim: int | None = None) -> Diagram:
     """The identity matrix as a diagram: a bare wire whose two ends are ``left`` and ``right``.
 
     The identity has no box in the notation -- it is just a leg -- so it has
@@ -492,12 +493,12 @@ def network_diagram(nodes: Iterable[Any], colors: Any = None) -> Diagram:
     nodes = list(nodes)
     ids = {id(n): k for k, n in enumerate(nodes)}
     letters = iter(opt_einsum.get_symbol(i) for i in itertools.count())
-    label: Dict[int, str] = {}
-    index_names: Dict[str, str] = {}
-    dims: Dict[str, Optional[int]] = {}
-    edges: List[Edge] = []
-    legs: List[Leg] = []
-    subs: List[List[str]] = [[""] * len(n.edges) for n in nodes]
+    label: dict[int, str] = {}
+    index_names: dict[str, str] = {}
+    dims: dict[str, int | None] = {}
+    edges: list[Edge] = []
+    legs: list[Leg] = []
+    subs: list[list[str]] = [[""] * len(n.edges) for n in nodes]
     for k, node in enumerate(nodes):
         for ax, e in enumerate(node.edges):
             if id(e) in label:

@@ -8,7 +8,7 @@ wire points under the label, and rank in the candidate list.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, List, Optional, Tuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,10 +18,10 @@ from ._style import DiagramStyle, text_wh
 if TYPE_CHECKING:  # pragma: no cover
     from ._layout import LabelSpec, LayoutState
 
-Box = Tuple[float, float, float, float]
+Box = tuple[float, float, float, float]
 
 
-def place_labels(st: "LayoutState") -> Tuple[List[Box], np.ndarray]:
+def place_labels(st: LayoutState) -> tuple[list[Box], np.ndarray]:
     """Node names, then edge labels, copy-node labels and leg labels (into ``st.labels``).
 
     Returns the node boxes and every wire point (for the extent).
@@ -46,7 +46,7 @@ def place_labels(st: "LayoutState") -> Tuple[List[Box], np.ndarray]:
             continue
         text = st.text(e.index, e.dim)
         tw, th = text_wh(text, s.leg_fontsize)
-        pts: List[Tuple[float, float]] = []
+        pts: list[tuple[float, float]] = []
         for c in cands:
             pts += label_candidates(s, c[0], c[1], tw, th, c[2], c[3] if len(c) > 3 else None)
         placer.place(("edge", i), text, pts)
@@ -61,7 +61,7 @@ def place_labels(st: "LayoutState") -> Tuple[List[Box], np.ndarray]:
     return node_boxes, all_pts
 
 
-def _place_copy_label(st: "LayoutState", placer: "_Placer", c) -> None:
+def _place_copy_label(st: LayoutState, placer: _Placer, c) -> None:
     """Label a copy node once: at its output leg if it has one, else beside the dot."""
     s = st.style
     legs_here = list(st.leg_of_node.get(c.id, []))
@@ -81,7 +81,7 @@ def _place_copy_label(st: "LayoutState", placer: "_Placer", c) -> None:
 
 
 def label_candidates(s: DiagramStyle, x: float, y: float, tw: float, th: float, mode: str,
-                     extra=None) -> List[Tuple[float, float]]:
+                     extra=None) -> list[tuple[float, float]]:
     """Candidate centres for a ``tw x th`` label attached at ``(x, y)``, best first.
 
     ``mode``: ``"above"``/``"below"`` an arc's apex, ``"perp+"``/``"perp-"``
@@ -112,13 +112,13 @@ def label_candidates(s: DiagramStyle, x: float, y: float, tw: float, th: float, 
 class _Placer:
     """Puts labels one at a time at their best candidate, remembering the boxes taken."""
 
-    def __init__(self, style: DiagramStyle, node_boxes: List[Box], all_pts: np.ndarray, labels: list):
+    def __init__(self, style: DiagramStyle, node_boxes: list[Box], all_pts: np.ndarray, labels: list):
         c = style.node_label_clear
         self.style = style
         self.node_boxes = [(nb[0] - c, nb[1] - c, nb[2] + c, nb[3] + c) for nb in node_boxes]
         self.all_pts = all_pts
         self.labels = labels
-        self.placed: List[Box] = []
+        self.placed: list[Box] = []
 
     def score(self, box: Box, rank: int) -> float:
         s = self.style
@@ -133,12 +133,12 @@ class _Placer:
             score += s.wire_point_penalty * float(inside.sum())
         return score
 
-    def place(self, key, text: str, cands: List[Tuple[float, float]]) -> None:
+    def place(self, key, text: str, cands: list[tuple[float, float]]) -> None:
         from ._layout import LabelSpec
 
         s = self.style
         tw, th = text_wh(text, s.leg_fontsize)
-        best: Optional[tuple] = None
+        best: tuple | None = None
         best_score = math.inf
         for rank, (cx, cy) in enumerate(cands):
             box = (cx - tw / 2 - s.pad, cy - th / 2 - s.pad, cx + tw / 2 + s.pad, cy + th / 2 + s.pad)
@@ -150,11 +150,11 @@ class _Placer:
         self.labels.append(LabelSpec(key, text, cx, cy, s.leg_fontsize, box))
 
 
-def diagram_extent(node_boxes: List[Box], labels: List["LabelSpec"], all_pts: np.ndarray,
+def diagram_extent(node_boxes: list[Box], labels: list[LabelSpec], all_pts: np.ndarray,
                    margin: float) -> Box:
     """``(x0, y0, x1, y1)`` covering nodes, labels and wires, plus ``margin``."""
-    xs: List[float] = []
-    ys: List[float] = []
+    xs: list[float] = []
+    ys: list[float] = []
     for b in node_boxes + [lab.box for lab in labels]:
         xs += [b[0], b[2]]
         ys += [b[1], b[3]]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from ._style import PALETTE, STYLE, DiagramStyle, leg_text, tex_name, text_wh
 if TYPE_CHECKING:  # pragma: no cover
     from ._graph import Diagram
 
-Box = Tuple[float, float, float, float]
+Box = tuple[float, float, float, float]
 
 
 @dataclass
@@ -41,12 +41,12 @@ class LabelSpec:
     Not used by a page; a library helper.
     """
 
-    key: Tuple
+    key: tuple
     text: str
     x: float
     y: float
     size: float
-    box: Tuple[float, float, float, float]
+    box: tuple[float, float, float, float]
     color: str = "0.1"
 
 
@@ -77,14 +77,14 @@ class Layout:
     Built by every drawing of chapter 1; not named on its page.
     """
 
-    node_xy: Dict[int, Tuple[float, float]]
-    node_wh: Dict[int, Tuple[float, float]]
-    node_kind: Dict[int, str]
-    node_text: Dict[int, str]
-    node_color: Dict[int, str]
-    paths: List[Tuple[Tuple, np.ndarray]]
-    labels: List[LabelSpec]
-    extent: Tuple[float, float, float, float]
+    node_xy: dict[int, tuple[float, float]]
+    node_wh: dict[int, tuple[float, float]]
+    node_kind: dict[int, str]
+    node_text: dict[int, str]
+    node_color: dict[int, str]
+    paths: list[tuple[tuple, np.ndarray]]
+    labels: list[LabelSpec]
+    extent: tuple[float, float, float, float]
     node_role: dict[int, str] = field(default_factory=dict)
 
     def coordinates(self) -> np.ndarray:
@@ -94,11 +94,11 @@ class Layout:
         parts += [np.array([lab.x, lab.y, *lab.box]) for lab in self.labels]
         return np.concatenate(parts) if parts else np.zeros(0)
 
-    def label_boxes(self) -> Dict[Tuple, Tuple[float, float, float, float]]:
+    def label_boxes(self) -> dict[tuple, tuple[float, float, float, float]]:
         """Estimated bounding box ``(x0, y0, x1, y1)`` of every label."""
         return {lab.key: lab.box for lab in self.labels}
 
-    def shifted(self, dx: float, dy: float) -> "Layout":
+    def shifted(self, dx: float, dy: float) -> Layout:
         """The same layout moved by ``(dx, dy)`` inches."""
         def sh(b):
             return (b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy)
@@ -151,35 +151,35 @@ class LayoutState:
         Directions (degrees) already taken around each node.
     """
 
-    d: "Diagram"
+    d: Diagram
     show_dims: bool
     style: DiagramStyle
-    tids: List[int]
-    is_copy: Set[int]
-    node_kind: Dict[int, str]
-    node_text: Dict[int, str]
-    node_color: Dict[int, str]
-    node_wh: Dict[int, Tuple[float, float]]
-    adj_pairs: Dict[Tuple[int, int], List[int]]
-    copy_nbrs: Dict[int, List[int]]
-    leg_of_node: Dict[int, List[int]]
-    loops_of_node: Dict[int, List[int]]
-    node_xy: Dict[int, Tuple[float, float]] = field(default_factory=dict)
-    line_pos: Dict[int, int] = field(default_factory=dict)
-    node_dirs: Dict[int, List[float]] = field(default_factory=dict)
-    level_of: Dict[Tuple[str, int], Tuple[int, int]] = field(default_factory=dict)
-    paths: List[Tuple[Tuple, np.ndarray]] = field(default_factory=list)
-    edge_label_cands: Dict[int, list] = field(default_factory=dict)
-    leg_label_cands: Dict[int, Tuple[float, float, float, float]] = field(default_factory=dict)
-    used_angles: Dict[int, List[float]] = field(default_factory=dict)
-    labels: List[LabelSpec] = field(default_factory=list)
+    tids: list[int]
+    is_copy: set[int]
+    node_kind: dict[int, str]
+    node_text: dict[int, str]
+    node_color: dict[int, str]
+    node_wh: dict[int, tuple[float, float]]
+    adj_pairs: dict[tuple[int, int], list[int]]
+    copy_nbrs: dict[int, list[int]]
+    leg_of_node: dict[int, list[int]]
+    loops_of_node: dict[int, list[int]]
+    node_xy: dict[int, tuple[float, float]] = field(default_factory=dict)
+    line_pos: dict[int, int] = field(default_factory=dict)
+    node_dirs: dict[int, list[float]] = field(default_factory=dict)
+    level_of: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    paths: list[tuple[tuple, np.ndarray]] = field(default_factory=list)
+    edge_label_cands: dict[int, list] = field(default_factory=dict)
+    leg_label_cands: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)
+    used_angles: dict[int, list[float]] = field(default_factory=dict)
+    labels: list[LabelSpec] = field(default_factory=list)
 
     @property
     def custom(self) -> bool:
         """Whether the diagram gives node positions (else: operands on a line)."""
         return self.d.positions is not None
 
-    def text(self, index: str, dim: Optional[int]) -> str:
+    def text(self, index: str, dim: int | None) -> str:
         return leg_text(self.d, index, dim, self.show_dims)
 
     def row_y(self, side: int, level: int) -> float:
@@ -190,7 +190,7 @@ class LayoutState:
         self.used_angles[node].append(math.degrees(math.atan2(vec[1], vec[0])) % 360.0)
 
 
-def layout_diagram(d: "Diagram", show_dims: bool = True, style: DiagramStyle = STYLE) -> Layout:
+def layout_diagram(d: Diagram, show_dims: bool = True, style: DiagramStyle = STYLE) -> Layout:
     """The :class:`Layout` of a diagram (what :meth:`Diagram.layout` returns)."""
     from ._labels import diagram_extent, place_labels
 
@@ -214,7 +214,7 @@ def layout_diagram(d: "Diagram", show_dims: bool = True, style: DiagramStyle = S
                   dict(getattr(d, "roles", {})))
 
 
-def _bare_wire(d: "Diagram", show_dims: bool, style: DiagramStyle) -> Layout:
+def _bare_wire(d: Diagram, show_dims: bool, style: DiagramStyle) -> Layout:
     """A bare wire (the identity): no nodes at all, a label at each end."""
     (g0, g1), L, gap, pad = d.dangling[:2], style.bare_wire_len, style.bare_wire_gap, style.pad
     t0, t1 = (leg_text(d, g.index, g.dim, show_dims) for g in (g0, g1))
@@ -229,30 +229,30 @@ def _bare_wire(d: "Diagram", show_dims: bool, style: DiagramStyle) -> Layout:
     return Layout({}, {}, {}, {}, {}, [(("leg", 0), path)], labels, ext)
 
 
-def _new_state(d: "Diagram", show_dims: bool, style: DiagramStyle) -> LayoutState:
+def _new_state(d: Diagram, show_dims: bool, style: DiagramStyle) -> LayoutState:
     """Node sizes, texts and colours, and who is joined to whom."""
     is_copy = {nd.id for nd in d.nodes if nd.kind == "copy"}
     node_text = {nd.id: (tex_name(nd.name) if nd.kind == "tensor" else "") for nd in d.nodes}
-    node_wh: Dict[int, Tuple[float, float]] = {}
+    node_wh: dict[int, tuple[float, float]] = {}
     for nd in d.nodes:
         if nd.kind == "tensor":
             tw, _ = text_wh(node_text[nd.id], style.node_fontsize)
             node_wh[nd.id] = (max(style.node_min_w, tw + style.node_text_margin), style.node_h)
         else:
             node_wh[nd.id] = (2 * style.copy_r, 2 * style.copy_r)
-    adj_pairs: Dict[Tuple[int, int], List[int]] = {}
+    adj_pairs: dict[tuple[int, int], list[int]] = {}
     for i, e in enumerate(d.edges):
         if not e.is_self_loop and e.a[0] not in is_copy and e.b[0] not in is_copy:
             adj_pairs.setdefault(tuple(sorted((e.a[0], e.b[0]))), []).append(i)
-    copy_nbrs: Dict[int, List[int]] = {c.id: [] for c in d.copy_nodes}
+    copy_nbrs: dict[int, list[int]] = {c.id: [] for c in d.copy_nodes}
     for e in d.edges:
         for c, t in ((e.b[0], e.a[0]), (e.a[0], e.b[0])):
             if c in is_copy and t not in is_copy and t not in copy_nbrs[c]:
                 copy_nbrs[c].append(t)
-    leg_of_node: Dict[int, List[int]] = {}
+    leg_of_node: dict[int, list[int]] = {}
     for i, g in enumerate(d.dangling):
         leg_of_node.setdefault(g.end[0], []).append(i)
-    loops_of_node: Dict[int, List[int]] = {}
+    loops_of_node: dict[int, list[int]] = {}
     for i, e in enumerate(d.edges):
         if e.is_self_loop:
             loops_of_node.setdefault(e.a[0], []).append(i)
@@ -272,7 +272,7 @@ def _new_state(d: "Diagram", show_dims: bool, style: DiagramStyle) -> LayoutStat
 # --- 1. tensor nodes -------------------------------------------------------------
 
 
-def line_order(d: "Diagram") -> List[int]:
+def line_order(d: Diagram) -> list[int]:
     """Order of the operand nodes along a line, minimising total wire length.
 
     Exhaustive for up to 7 operands (first minimum in lexicographic order, so
@@ -284,7 +284,7 @@ def line_order(d: "Diagram") -> List[int]:
         return tids
     where = {t: k for k, t in enumerate(tids)}
     w = np.zeros((n, n))
-    copy_nb: Dict[int, set] = {c.id: set() for c in d.copy_nodes}
+    copy_nb: dict[int, set] = {c.id: set() for c in d.copy_nodes}
     for e in d.bonds:
         a, b = e.a[0], e.b[0]
         if a in where and b in where:
@@ -371,7 +371,7 @@ def _row_items(st: LayoutState) -> list:
     return items
 
 
-def _choose_leg_directions(st: LayoutState, items: list) -> List[Tuple[int, int]]:
+def _choose_leg_directions(st: LayoutState, items: list) -> list[tuple[int, int]]:
     """Directions of each operand's self-loops and legs (into ``st.node_dirs``).
 
     Decided before the rows, so that rows can avoid them: returns the
@@ -388,7 +388,7 @@ def _choose_leg_directions(st: LayoutState, items: list) -> List[Tuple[int, int]
         ends = ([180.0] if p == 0 else []) + ([0.0] if p == last else [])  # free ends of the line
         pref = ends + vert_first + diag
         loops, legs = st.loops_of_node.get(k, []), st.leg_of_node.get(k, [])
-        dirs: List[float] = []
+        dirs: list[float] = []
         for choices in [vert_first + diag] * len(loops) + [pref] * len(legs):
             # self-loops take the vertical slots first (they need the most room)
             for a in choices:
@@ -421,7 +421,7 @@ def _row_conflict(placed, blockers, side: int, level: int, lo: int, hi: int, cle
     return False
 
 
-def _assign_rows(st: LayoutState, items: list, blockers: List[Tuple[int, int]]) -> None:
+def _assign_rows(st: LayoutState, items: list, blockers: list[tuple[int, int]]) -> None:
     """Give each arc and copy node the lowest free row, shortest spans first (into ``st.level_of``)."""
     placed = []  # (side, level, lo, hi)
     for kind, ident, lo, hi, pref_side in sorted(items, key=lambda t: (t[3] - t[2], t[0] != "copy", t[1])):
@@ -437,7 +437,7 @@ def _assign_rows(st: LayoutState, items: list, blockers: List[Tuple[int, int]]) 
         st.level_of[(kind, ident)] = chosen
 
 
-def _copy_anchor(st: LayoutState, c) -> Tuple[List[int], float]:
+def _copy_anchor(st: LayoutState, c) -> tuple[list[int], float]:
     """A copy node's neighbours and the mean x of their centres."""
     nb = st.copy_nbrs[c.id] or st.tids[:1]
     mx = float(np.mean([st.node_xy[k][0] for k in nb])) if nb else 0.0
@@ -479,8 +479,8 @@ def _route_wires(st: LayoutState) -> None:
     boxes_of = {k: (x - st.node_wh[k][0] / 2 - m, y - st.node_wh[k][1] / 2 - m,
                     x + st.node_wh[k][0] / 2 + m, y + st.node_wh[k][1] / 2 + m)
                 for k, (x, y) in st.node_xy.items()}
-    pair_seen: Dict[Tuple[int, int], int] = {}
-    pair_count: Dict[Tuple[int, int], int] = {}
+    pair_seen: dict[tuple[int, int], int] = {}
+    pair_count: dict[tuple[int, int], int] = {}
     for e in d.edges:
         if not e.is_self_loop:
             key = tuple(sorted((e.a[0], e.b[0])))
@@ -565,7 +565,7 @@ def _pick_angle(st: LayoutState, node: int, preferred: float, room: float) -> fl
     return best
 
 
-def _preferred_directions(st: LayoutState, nd, centre: Tuple[float, float]) -> List[float]:
+def _preferred_directions(st: LayoutState, nd, centre: tuple[float, float]) -> list[float]:
     """Directions a node's loops and legs try first, in order."""
     k = nd.id
     if not st.custom and nd.kind == "tensor":

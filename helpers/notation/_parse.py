@@ -1,14 +1,15 @@
 """Parsing einsum expressions and checking operands against them (private)."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-Shape = Tuple[int, ...]
+Shape = tuple[int, ...]
 
 
-def parse_einsum(expr: str) -> Tuple[Tuple[str, ...], str]:
+def parse_einsum(expr: str) -> tuple[tuple[str, ...], str]:
     """Split an einsum expression into input subscripts and the output.
 
     Parameters
@@ -72,7 +73,7 @@ def parse_einsum(expr: str) -> Tuple[Tuple[str, ...], str]:
         if not ch.isalpha():
             raise ValueError(f"output of {expr!r} contains {ch!r}: indices must be letters")
     if not explicit:
-        counts: Dict[str, int] = {}
+        counts: dict[str, int] = {}
         for ch in lhs.replace(",", ""):
             counts[ch] = counts.get(ch, 0) + 1
         output = "".join(sorted(ch for ch, n in counts.items() if n == 1))
@@ -109,13 +110,13 @@ def _shape_of(op: Any, k: int, label: str) -> Shape:
     return shape
 
 
-def _operand_label(k: int, names: Optional[Sequence[str]]) -> str:
+def _operand_label(k: int, names: Sequence[str] | None) -> str:
     return f"{names[k]!r}" if names is not None else f"#{k}"
 
 
 def _check(
-    expr: str, operands: Sequence[Any], names: Optional[Sequence[str]] = None, allow_none: bool = False
-) -> Tuple[Tuple[str, ...], str, List[Optional[Shape]], Dict[str, Optional[int]]]:
+    expr: str, operands: Sequence[Any], names: Sequence[str] | None = None, allow_none: bool = False
+) -> tuple[tuple[str, ...], str, list[Shape | None], dict[str, int | None]]:
     """Parse ``expr`` and check the operands against it.
 
     Returns inputs, output, shapes (None when no operands were given and
@@ -135,9 +136,9 @@ def _check(
             f"expression {expr!r} has {n} operand subscript{'s' * (n != 1)} "
             f"but {len(operands)} operand{'s' * (len(operands) != 1)} were given"
         )
-    shapes: List[Optional[Shape]] = []
-    dims: Dict[str, Optional[int]] = {}
-    where: Dict[str, Tuple[int, int]] = {}
+    shapes: list[Shape | None] = []
+    dims: dict[str, int | None] = {}
+    where: dict[str, tuple[int, int]] = {}
     for k, (sub, op) in enumerate(zip(inputs, operands)):
         label = _operand_label(k, names)
         shape = _shape_of(op, k, label)

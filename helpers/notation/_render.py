@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any
 
 from ._graph import Diagram, network_diagram
 from ._layout import Layout
@@ -29,14 +30,14 @@ class Drawing:
 
     fig: Any
     ax: Any
-    layouts: List[Layout]
-    texts: Dict[Tuple, Any]
+    layouts: list[Layout]
+    texts: dict[tuple, Any]
 
     @property
     def layout(self) -> Layout:
         return self.layouts[0]
 
-    def label_boxes(self) -> Dict[Tuple, Tuple[float, float, float, float]]:
+    def label_boxes(self) -> dict[tuple, tuple[float, float, float, float]]:
         """Rendered bounding box of every label, in data units (inches)."""
         renderer = self.fig.canvas.get_renderer()
         inv = self.ax.transData.inverted()
@@ -79,7 +80,7 @@ def render(items, ax=None, title=None, ops=(), scale: float = 1.0) -> Drawing:
     ax.set_ylim(y0, y0 + max(height, 0.5))
     ax.set_aspect("equal", adjustable="datalim" if ax.get_subplotspec() is not None else "box")
     ax.axis("off")
-    texts: Dict[Tuple, Any] = {}
+    texts: dict[tuple, Any] = {}
     multi = len(layouts) > 1
     for j, lay in enumerate(layouts):
         for key, p in lay.paths:
@@ -111,7 +112,7 @@ def render(items, ax=None, title=None, ops=(), scale: float = 1.0) -> Drawing:
     return Drawing(fig, ax, layouts, texts)
 
 
-def draw_equation(*terms: Any, ax=None, title: Optional[str] = None, show_dims: bool = True) -> Drawing:
+def draw_equation(*terms: Any, ax=None, title: str | None = None, show_dims: bool = True) -> Drawing:
     """Draw diagrams side by side with operators between them.
 
     Parameters
@@ -138,7 +139,7 @@ def draw_equation(*terms: Any, ax=None, title: Optional[str] = None, show_dims: 
     return render(items, ax=ax, title=title, ops=ops)
 
 
-def gallery(diagrams: Sequence[Diagram], titles: Optional[Sequence[str]] = None, ncols: int = 3,
+def gallery(diagrams: Sequence[Diagram], titles: Sequence[str] | None = None, ncols: int = 3,
             show_dims: bool = True):
     """A grid of diagrams at true scale (one inch per unit), with titles.
 
@@ -186,7 +187,7 @@ def gallery(diagrams: Sequence[Diagram], titles: Optional[Sequence[str]] = None,
     return fig
 
 
-def draw_network(nodes: Iterable[Any], ax=None, *, title: Optional[str] = None, colors: Any = None) -> "Drawing":
+def draw_network(nodes: Iterable[Any], ax=None, *, title: str | None = None, colors: Any = None) -> Drawing:
     """Draw a ``tensornetwork`` network (a list of nodes) in the book's style.
 
     Used in chapter 1.

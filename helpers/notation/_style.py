@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._graph import Diagram
@@ -33,13 +33,13 @@ class DiagramStyle:
     level_dy: float = 0.85  # extra height per further row
     row_clear: float = 0.45  # half-width of a copy node's slot in its row, in line positions
     vertical_cone: float = 46.0  # a leg closer than this to vertical blocks the first row
-    diagonals: Tuple[float, ...] = (135.0, 45.0, 225.0, 315.0)  # leg directions after the first choices
+    diagonals: tuple[float, ...] = (135.0, 45.0, 225.0, 315.0)  # leg directions after the first choices
     # operands at given positions
     free_row_drop: float = 1.4  # unplaced operands go this far below the lowest one
     free_row_step: float = 1.4  # and this far apart
     copy_drop: float = 0.8  # a copy node with one neighbour hangs this far below it
     copy_clear: float = 0.45  # a copy node keeps this far (in x and in y) from every node
-    copy_nudge: Tuple[float, float] = (0.25, -0.55)  # step that moves it away
+    copy_nudge: tuple[float, float] = (0.25, -0.55)  # step that moves it away
     copy_nudge_tries: int = 20
     # wires
     box_margin: float = 0.04  # a straight wire must keep this far from other boxes
@@ -61,7 +61,7 @@ class DiagramStyle:
     label_gap_x: float = 0.05  # between a label and its anchor
     label_gap_y: float = 0.04
     label_dir_gap: float = 0.02  # extra gap for labels beyond a leg end
-    label_slides: Tuple[float, ...] = (0.15, -0.15, 0.3, -0.3, 0.5, -0.5)  # fallback shifts
+    label_slides: tuple[float, ...] = (0.15, -0.15, 0.3, -0.3, 0.5, -0.5)  # fallback shifts
     copy_label_slide: float = 0.15
     node_label_clear: float = 0.03  # labels keep this far from nodes
     overlap_weight: float = 100.0  # score per square inch over a node or another label
@@ -81,7 +81,7 @@ PALETTE = ["#a6cee3", "#fdbf6f", "#b2df8a", "#fb9a99", "#cab2d6", "#ffe699", "#9
 
 
 @functools.lru_cache(maxsize=4096)
-def text_wh(s: str, size: float) -> Tuple[float, float]:
+def text_wh(s: str, size: float) -> tuple[float, float]:
     """Width and height in inches of a string at ``size`` points (no renderer needed)."""
     from matplotlib.font_manager import FontProperties
     from matplotlib.textpath import TextToPath
@@ -117,7 +117,7 @@ def tex_name(name: str) -> str:
     return "$" + s + "$"
 
 
-def leg_text(d: "Diagram", index: str, dim: Optional[int], show_dims: bool) -> str:
+def leg_text(d: Diagram, index: str, dim: int | None, show_dims: bool) -> str:
     """The label of a wire: its index (or display name), with ``(dim)`` if asked."""
     name = d.index_names.get(index, index)
     shown = f"${name}$" if len(name) == 1 and name.isalpha() and "$" not in name else name
