@@ -50,15 +50,18 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from helpers import modular as M
 from helpers.modular import CANONICAL_TRAINING, canonical_config, make_data, train_modular
 from helpers.store import CHECKPOINT_DIR, load, recipe
 from helpers.training import TrainResult
-from helpers.transformer import HookedTransformer, TransformerConfig, register_weight_transform
+from helpers.transformer import HookedTransformer, TransformerConfig, act_name, register_weight_transform
 
 __all__ = [
     "PRECISIONS", "TRANSFORM_OF", "centre", "binary_quantize", "ternary_quantize", "straight_through",
     "binary_ste", "ternary_ste", "quantized_weights", "weight_values",
     "precision_config", "train_precision", "precision_name", "steps_to_generalise",
+    "key_frequency_directions", "key_frequency_overlap", "embedding_svd_energy", "attention_from_equals",
+    "sign_agreement", "metric_suite",
     "CONTROL_VARIANTS", "control_run", "precision_control", "CONTROL_PATH", "load_control", "control_summary",
 ]
 
@@ -287,6 +290,148 @@ def _precision_recipe(precision: str):
 
 for _precision in PRECISIONS:
     recipe(precision_name(_precision), _precision_recipe(_precision).__doc__)(_precision_recipe(_precision))
+
+
+# ---------------------------------------------------------------------------
+# The side-by-side suite (built on helpers.modular's metrics)
+# ---------------------------------------------------------------------------
+def key_frequency_directions(model: HookedTransformer, key_freqs: Sequence[int]) -> np.ndarray:
+    """Unit directions in the residual stream of ``cos w_k a`` and ``sin w_k a``: array [2 * n_keys, d_model].
+
+    Row ``2i`` is ``F_cos(k_i) @ W_E[:p]`` normalised, row ``2i + 1`` the sine
+    (``F`` = :func:`helpers.modular.fourier_basis`).
+
+    Used in chapter 8.
+    """
+    p, _ = M.task_of(model)
+    F = M.fourier_basis(p).to(torch.float64)
+    W = model.W_E.detach().double().cpu()[:p]
+    rows = []
+    for k in key_freqs:
+        if not (isinstance(k, (int, np.integer)) and 1 <= k <= (p - 1) // 2):
+            raise ValueError(f"key_freqs must be ints in 1..{(p - 1) // 2}, got {k!r}")
+        for r in (2 * k - 1, 2 * k):
+            v = F[r] @ W
+            rows.append((v / v.norm().clamp_min(1e-30)).numpy())
+    return np.stack(rows)
+
+
+def key_frequency_overlap(model: HookedTransformer, key_freqs: Sequence[int]) -> dict[str, float]:
+    """How orthogonal the key-frequency embeddings are.
+
+    Returns ``within`` (mean ``|cos|`` between the cos and sin direction of the
+    same frequency), ``across`` (largest cosine of the principal angles between
+    the 2-D planes of two different key frequencies) and ``baseline`` (the
+    expected ``|cos|`` of two random directions in ``d_model`` dimensions,
+    ``sqrt(2 / (pi d_model))``).
+
+    Used in chapter 8.
+    """
+    D = key_frequency_directions(model, key_freqs)
+    n = len(key_freqs)
+    within = float(np.mean([abs(D[2 * i] @ D[2 * i + 1]) for i in range(n)])) if n else math.nan
+    across = 0.0
+    for i in range(n):
+        Qi, _ = np.linalg.qr(D[2 * i:2 * i + 2].T)
+        for j in range(i + 1, n):
+            Qj, _ = np.linalg.qr(D[2 * j:2 * j + 2].T)
+            across = max(across, float(np.linalg.svd(Qi.T @ Qj, compute_uv=False).max()))
+    return {"within": within, "across": across, "baseline": math.sqrt(2 / (math.pi * D.shape[1]))}
+
+
+def embedding_svd_energy(model: HookedTransformer, rank: int) -> float:
+    """Share of ``||W_E[:p]||_F^2`` (rows centred) in its top ``rank`` singular values.
+
+    Used in chapter 8.
+    """
+    p, _ = M.task_of(model)
+    W = model.W_E.detach().double().cpu().numpy()[:p]
+    s = np.linalg.svd(W - W.mean(0), compute_uv=False)
+    return float((s[:rank] ** 2).sum() / (s ** 2).sum())
+
+
+def attention_from_equals(model: HookedTransformer) -> np.ndarray:
+    """Mean attention of the ``=`` position to ``[a, b, =]`` over all ``p^2`` inputs: array [n_heads, 3].
+
+    Used in chapter 8.
+    """
+    p, layout = M.task_of(model)
+    if layout != "equals":
+        raise ValueError("attention_from_equals needs the [a, b, =] layout")
+    tokens, _ = M.all_pairs(p, layout)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens.to(model.device), names_filter=act_name("pattern", 0),
+                                        read_positions=[-1])
+    return cache[act_name("pattern", 0)][:, :, -1, :].mean(0).double().cpu().numpy()
+
+
+def sign_agreement(model_a: HookedTransformer, model_b: HookedTransformer) -> dict[str, float]:
+    """Share of entries where the forward hidden weights of two models have the same sign (zeros count as a third sign).
+
+    Meaningful for models started from the same initialisation (same seed).
+
+    Used in chapter 8.
+    """
+    wa, wb = quantized_weights(model_a), quantized_weights(model_b)
+    if set(wa) != set(wb) or any(wa[k].shape != wb[k].shape for k in wa):
+        raise ValueError("the two models must have the same hidden weights (names and shapes)")
+    return {k: float((torch.sign(wa[k] - _centre_val(wa[k])) == torch.sign(wb[k] - _centre_val(wb[k])))
+                     .double().mean()) for k in wa}
+
+
+def _centre_val(w: torch.Tensor) -> torch.Tensor:
+    # signs relative to the matrix mean: the quantizers' centring, applied to every precision alike
+    return w.mean()
+
+
+def metric_suite(model: HookedTransformer, data=None, n_triples: int = 1000, acts=None) -> dict:
+    """Chapter 4's suite for one model, as numbers (every metric from :mod:`helpers.modular`).
+
+    Keys: ``test_acc``, ``test_loss`` (needs ``data``), ``keys_embedding``,
+    ``keys_neurons``, ``keys_logit_map``, ``gini_embed``, ``neuron_share``
+    (>= 85% variance from one frequency), ``n_dead``, ``cos_fit_fve`` (share
+    of the centred logits explained by ``cos w_k(a+b-c)`` over the neuron key
+    frequencies), ``restricted_loss``, ``excluded_loss`` (needs ``data``),
+    ``svd_energy`` (top ``2 n_keys`` singular values of ``W_E``),
+    ``overlap_within``, ``overlap_across``, ``attn_to_a``, ``attn_to_b``,
+    ``attn_to_eq`` (mean over heads), ``grad_symmetricity`` (``n_triples``
+    sampled triples), ``distance_irrelevance``. ``acts`` (optional) are the
+    model's :func:`helpers.modular.neuron_activations`, if already computed.
+
+    Used in chapter 8.
+    """
+    L = M.logit_tensor(model)
+    p = L.shape[0]
+    acts = M.neuron_activations(model) if acts is None else acts
+    keys = M.key_freqs_neurons(acts)
+    if not keys:
+        keys = M.key_frequencies(model, "logit_map")
+    clusters = M.neuron_clusters(acts)
+    ov = key_frequency_overlap(model, keys)
+    attn = attention_from_equals(model).mean(0)
+    out = {
+        "keys_embedding": M.key_frequencies(model, "embedding"),
+        "keys_logit_map": M.key_frequencies(model, "logit_map"),
+        "keys_neurons": keys,
+        "gini_embed": M.gini(M.embedding_spectrum(model)[1:]),
+        "neuron_share": clusters.share_explained,
+        "n_dead": clusters.n_dead,
+        "cos_fit_fve": M.cos_logit_fit(L, keys)[1],
+        "restricted_loss": M.restricted_loss(L, keys),
+        "svd_energy": embedding_svd_energy(model, 2 * len(keys)),
+        "overlap_within": ov["within"],
+        "overlap_across": ov["across"],
+        "attn_to_a": float(attn[0]), "attn_to_b": float(attn[1]), "attn_to_eq": float(attn[2]),
+        "grad_symmetricity": M.gradient_symmetricity(model, n_triples=n_triples, seed=0),
+        "distance_irrelevance": M.distance_irrelevance(L),
+    }
+    if data is not None:
+        flat = torch.as_tensor(L.reshape(p * p, p))
+        te = data.test_idx
+        out["test_acc"] = float((flat[te].argmax(-1) == data.labels[te]).double().mean())
+        out["test_loss"] = float(torch.nn.functional.cross_entropy(flat[te].double(), data.labels[te]))
+        out["excluded_loss"] = M.excluded_loss(L, keys, data.train_idx)
+    return out
 
 
 # ---------------------------------------------------------------------------

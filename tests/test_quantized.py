@@ -220,3 +220,47 @@ def test_control_run_reproduces_the_stored_binary_row():
     stored = next(r for r in q.load_control() if r["precision"] == "binary" and r["seed"] == 0)
     row = q.control_run("binary", True, 0, steps=stored["cap"])
     assert row["steps"] is not None and abs(row["steps"] - stored["steps"]) <= 100
+
+
+# ---------------------------------------------------------------------------
+# The suite's extra measures
+# ---------------------------------------------------------------------------
+def test_key_frequency_overlap_is_zero_for_orthogonal_waves():
+    p, d = 7, 16
+    model = HookedTransformer(q.precision_config("full", p=p, d_model=d, n_heads=2, d_head=8, d_mlp=32,
+                                                 dtype="float64"))
+    x = torch.arange(p, dtype=torch.float64)[:, None]
+    W = torch.zeros(p + 1, d, dtype=torch.float64)
+    for i, k in enumerate((1, 3)):   # cos and sin of two frequencies on four separate axes
+        W[:p, 2 * i] = torch.cos(2 * torch.pi * k * x[:, 0] / p)
+        W[:p, 2 * i + 1] = 0.5 * torch.sin(2 * torch.pi * k * x[:, 0] / p)
+    with torch.no_grad():
+        model.embed.W_E.copy_(W)
+    ov = q.key_frequency_overlap(model, [1, 3])
+    assert ov["within"] < 1e-10 and ov["across"] < 1e-10
+    D = q.key_frequency_directions(model, [1, 3])
+    assert np.allclose(np.linalg.norm(D, axis=1), 1) and np.allclose(D @ D.T, np.eye(4), atol=1e-10)
+    assert q.embedding_svd_energy(model, 4) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="key_freqs"):
+        q.key_frequency_directions(model, [4])
+
+
+def test_attention_rows_are_distributions_and_self_agreement_is_one():
+    model = _tiny("ternary", seed=2)
+    A = q.attention_from_equals(model)
+    assert A.shape == (2, 3) and np.allclose(A.sum(1), 1)
+    assert all(v == 1.0 for v in q.sign_agreement(model, model).values())
+    other = _tiny("ternary", seed=5)
+    assert all(0.2 < v < 0.8 for v in q.sign_agreement(model, other).values())
+
+
+@pytest.mark.slow
+def test_metric_suite_matches_the_stored_metrics_of_chapter_4():
+    ck = store.load("modadd_p113")
+    data = make_data(113, 0.3, seed=0)
+    s = q.metric_suite(ck.model, data, n_triples=50)
+    assert s["test_acc"] == pytest.approx(ck.metrics["test_acc"])
+    assert s["test_loss"] == pytest.approx(ck.metrics["test_loss"], rel=1e-3)
+    assert s["neuron_share"] == pytest.approx(ck.metrics["neuron_share"])
+    assert s["excluded_loss"] == pytest.approx(ck.metrics["excluded_loss"], rel=1e-6)
+    assert abs(s["attn_to_a"] + s["attn_to_b"] + s["attn_to_eq"] - 1) < 1e-6
