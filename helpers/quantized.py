@@ -52,7 +52,7 @@ import torch
 
 from helpers import modular as M
 from helpers.modular import CANONICAL_TRAINING, canonical_config, make_data, train_modular
-from helpers.store import CHECKPOINT_DIR, load, recipe
+from helpers.store import CHECKPOINT_DIR, exists, load, recipe
 from helpers.training import TrainResult
 from helpers.transformer import HookedTransformer, TransformerConfig, act_name, register_weight_transform
 
@@ -497,6 +497,7 @@ def precision_control(seeds: Sequence[int] = (0, 1, 2), variants=CONTROL_VARIANT
     """Run (or read) the control for every variant and seed; merge the rows into ``path``.
 
     Seed 0 is read from the shipped checkpoints when ``seed0_from_checkpoints``
+    and the checkpoint exists
     (they were trained with the same recipe; chapter 4's ``modadd_p113`` trained
     on past the threshold, so its step is read from its history and its wall
     time is not comparable). Rows already in ``path`` for the same
@@ -518,7 +519,7 @@ def precision_control(seeds: Sequence[int] = (0, 1, 2), variants=CONTROL_VARIANT
             k = (precision, final_norm, int(s), int(steps), float(threshold))
             if k in have:
                 continue
-            if s == 0 and seed0_from_checkpoints:
+            if s == 0 and seed0_from_checkpoints and exists(precision_name(precision, final_norm)):
                 row = _row_from_checkpoint(precision_name(precision, final_norm), precision, final_norm, threshold)
                 row["cap"] = steps
             else:
