@@ -278,7 +278,7 @@ def precision_name(precision: str, final_norm: bool = True) -> str:
 
 def _precision_recipe(precision: str):
     def fn(seed: int = 0, steps: int = 10000, stop_test_loss: float | None = 0.01, log_every: int = 100,
-           n_snapshots: int = 6, progress: bool | None = False):
+           n_snapshots: int = 0, progress: bool | None = False):
         return train_precision(precision, seed=seed, final_norm=True, steps=steps, stop_test_loss=stop_test_loss,
                                log_every=log_every, n_snapshots=n_snapshots, progress=progress)
 
@@ -366,22 +366,24 @@ def attention_from_equals(model: HookedTransformer) -> np.ndarray:
 
 
 def sign_agreement(model_a: HookedTransformer, model_b: HookedTransformer) -> dict[str, float]:
-    """Share of entries where the forward hidden weights of two models have the same sign (zeros count as a third sign).
+    """Share of entries where two models' hidden latent weights, centred, have the same sign.
 
-    Meaningful for models started from the same initialisation (same seed).
+    ``sign(W - mean W)`` is the sign a binary or a (non-zero) ternary weight
+    takes in the forward pass, so this compares the sign patterns the
+    quantizers see; for two models started from the same initialisation
+    (same seed), it says how much of the initial pattern training kept.
 
     Used in chapter 8.
     """
-    wa, wb = quantized_weights(model_a), quantized_weights(model_b)
-    if set(wa) != set(wb) or any(wa[k].shape != wb[k].shape for k in wa):
+    for m in (model_a, model_b):
+        if not isinstance(m, HookedTransformer):
+            raise TypeError(f"models must be HookedTransformers, got {type(m).__name__}")
+    pa, pb = dict(model_a.named_parameters()), dict(model_b.named_parameters())
+    names = [k for k in pa if k.split(".")[-1] in _HIDDEN]
+    if names != [k for k in pb if k.split(".")[-1] in _HIDDEN] or any(pa[k].shape != pb[k].shape for k in names):
         raise ValueError("the two models must have the same hidden weights (names and shapes)")
-    return {k: float((torch.sign(wa[k] - _centre_val(wa[k])) == torch.sign(wb[k] - _centre_val(wb[k])))
-                     .double().mean()) for k in wa}
-
-
-def _centre_val(w: torch.Tensor) -> torch.Tensor:
-    # signs relative to the matrix mean: the quantizers' centring, applied to every precision alike
-    return w.mean()
+    with torch.no_grad():
+        return {k: float((torch.sign(centre(pa[k])) == torch.sign(centre(pb[k]))).double().mean()) for k in names}
 
 
 def metric_suite(model: HookedTransformer, data=None, n_triples: int = 1000, acts=None) -> dict:
