@@ -31,11 +31,11 @@ same mean absolute value as its full-precision weights. Ternary is BitNet
 b1.58's absmean rule ``gamma * clamp(round(W'/gamma), -1, 1)``.
 
 >>> import torch
->>> w = torch.tensor([[0.3, -0.1], [0.05, -0.25]])
->>> sorted(set(binary_quantize(w).flatten().tolist())) == sorted({-0.175, 0.175})
-True
->>> torch.unique(ternary_quantize(w) / 0.175).tolist()
-[-1.0, 0.0, 1.0]
+>>> w = torch.tensor([[0.3, -0.1], [0.05, -0.25]])   # centred already; gamma = mean |w| = 0.175
+>>> (binary_quantize(w) / 0.175).round().tolist()
+[[1.0, -1.0], [1.0, -1.0]]
+>>> (ternary_quantize(w) / 0.175).round().tolist()     # |0.05| < gamma / 2 becomes 0
+[[1.0, -1.0], [0.0, -1.0]]
 
 Used in chapter 8.
 """
