@@ -32,6 +32,7 @@ __all__ = [
     "integration",
     "inversion",
     "degeneracy",
+    "quantized",
     "patching",
     "exercises",
 ]

@@ -125,6 +125,31 @@ def _model_class(qualname: str, path: Path) -> type:
     return _CLASSES[qualname]
 
 
+def _required_modules(model: nn.Module) -> list[str]:
+    """helpers modules a checkpoint of ``model`` needs imported before it is built.
+
+    Today: the module that registered the config's weight transform (chapter 8's
+    quantized models), so ``load`` works in a fresh process.
+    """
+    name = getattr(getattr(model, "cfg", None), "weight_transform", None)
+    if not isinstance(name, str) or name == "none":
+        return []
+    from helpers.transformer import weight_transform_module
+
+    module = weight_transform_module(name)
+    return [module] if module.startswith("helpers.") else []
+
+
+def _import_required(manifest: dict, path: Path) -> None:
+    for module in manifest.get("requires", []):
+        if not (isinstance(module, str) and module.startswith("helpers.")):
+            raise CheckpointError(f"{path}: requires module {module!r}, which is not a helpers module")
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise CheckpointError(f"{path}: cannot import {module!r}, which it requires ({exc})") from None
+
+
 def _ensure_default_classes() -> None:
     # Checked by name, not by "is the registry empty": a chapter module that
     # registers its own class first must not hide the transformer.
@@ -302,6 +327,7 @@ def save(
         files[role] = {"path": fname, "sha256": digest, "bytes": len(data)}
     manifest = {
         "format_version": FORMAT_VERSION,
+        "requires": _required_modules(model),
         "name": name,
         "class": qualname,
         "config": model.config_dict(),
@@ -394,6 +420,7 @@ def load(name: str, *, root=None, snapshots: bool = False, device=None) -> Loade
     weights = _load_tensors(name, root, manifest["files"]["weights"])
     history = json.loads(_read_verified(name, root, manifest["files"]["history"]))
     cls = _model_class(manifest["class"], mpath)
+    _import_required(manifest, mpath)
     try:
         model = cls.from_config_dict(manifest["config"])
     except (TypeError, ValueError) as exc:

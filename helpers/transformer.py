@@ -72,6 +72,7 @@ __all__ = [
     "HookHandle",
     "register_weight_transform",
     "weight_transforms",
+    "weight_transform_module",
     "act_name",
     "FactoredMatrix",
 ]
@@ -117,6 +118,18 @@ def register_weight_transform(name: str, fn: Callable[[torch.Tensor], torch.Tens
 def weight_transforms() -> list[str]:
     """Names accepted by ``TransformerConfig.weight_transform``."""
     return sorted(_WEIGHT_TRANSFORMS)
+
+
+def weight_transform_module(name: str) -> str:
+    """The module that registered weight transform ``name`` (recorded by :mod:`helpers.store`
+    so that loading a checkpoint imports it first).
+
+    >>> weight_transform_module("none")
+    'helpers.transformer'
+    """
+    if name not in _WEIGHT_TRANSFORMS:
+        raise ValueError(f"weight transform {name!r} is not registered; known: {weight_transforms()}")
+    return getattr(_WEIGHT_TRANSFORMS[name], "__module__", None) or __name__
 
 
 # ---------------------------------------------------------------------------
