@@ -120,7 +120,7 @@ class ReluMLP(nn.Module):
 
     ``forward(x, return_acts=True)`` also returns ``[x, h_1, ..., logits]``.
 
-    Not named on chapter 7's page; the page reaches it through other helpers.
+    Not named on chapter 7's page: a building block of the functions, recipes or checks behind it.
     """
 
     def __init__(self, sizes: Sequence[int], seed: int = 0, dtype: str = "float32") -> None:
@@ -184,7 +184,7 @@ def train_two_sums(seed: int = 0, p: int = 7, hidden: Sequence[int] = (48, 48), 
 
     Full batch, AdamW, one torch thread (a few seconds).
 
-    Not named on chapter 7's page; the page reaches it through other helpers.
+    Not named on chapter 7's page: a building block of the functions, recipes or checks behind it.
     """
     X, Y = two_sums_data(p)
     model = ReluMLP([4 * p, *hidden, 2 * p], seed=seed)
@@ -314,7 +314,7 @@ def synchronised_groups(pre: torch.Tensor, min_size: int = 2) -> list[list[int]]
 
 
 def flat_norm(direction: dict) -> float:
-    """Euclidean norm of a direction given as ``{parameter name: tensor}``. Not named on chapter 7's page; the page reaches it through other helpers."""
+    """Euclidean norm of a direction given as ``{parameter name: tensor}``. Not named on chapter 7's page: a building block of the functions, recipes or checks behind it."""
     return float(torch.sqrt(sum((v.detach().double() ** 2).sum() for v in direction.values())))
 
 
@@ -399,7 +399,7 @@ def synchronised_free_direction(groups: list[list[int]], W_in: torch.Tensor, b_i
 
 
 def random_direction(like: dict, seed: int = 0) -> dict:
-    """A Gaussian direction on the same parameters (and shapes) as ``like``. Not named on chapter 7's page; the page reaches it through other helpers."""
+    """A Gaussian direction on the same parameters (and shapes) as ``like``. Not named on chapter 7's page: a building block of the functions, recipes or checks behind it."""
     gen = torch.Generator().manual_seed(seed)
     return {k: torch.randn(v.shape, generator=gen, dtype=torch.float64).to(v.device) for k, v in like.items()}
 
@@ -545,7 +545,7 @@ def free_parameter_count(n_gram_null: int, d_out: int, n_jac_null: int = 0, d_in
     >>> free_parameter_count(3, 48, 2, 49, [3])["total"]
     248
 
-    Not named on chapter 7's page; the page reaches it through other helpers.
+    Not named on chapter 7's page: a building block of the functions, recipes or checks behind it.
     """
     c = {"activations": int(n_gram_null) * int(d_out), "jacobians": int(n_jac_null) * int(d_in),
          "synchronised": int(sum(k * (k - 1) for k in group_sizes))}

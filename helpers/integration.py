@@ -142,7 +142,7 @@ def circular_correlation(x, y) -> float:
 def mean_resultant_length(r, weights=None) -> float:
     """``|mean exp(i r)|``: 1 when all angles ``r`` agree, near 0 when they are spread out.
 
-    Not named on chapter 5's page; the page reaches it through other helpers.
+    Not named on chapter 5's page: a building block of the functions, recipes or checks behind it.
     """
     r = _as_np(r, "r").ravel()
     w = np.ones_like(r) if weights is None else _as_np(weights, "weights").ravel()
@@ -210,7 +210,7 @@ class FactoredMLP:
     direct_const : array [p]
         The paths that skip the MLP (and ``b_out W_U``).
 
-    Not named on chapter 5's page; the page reaches it through other helpers.
+    Not named on chapter 5's page: a building block of the functions, recipes or checks behind it.
     """
 
     p: int
@@ -331,7 +331,7 @@ class NeuronFit:
     fve_all : float array [d_mlp, (p-1)/2 + 1]
         The same share for every frequency (column 0 unused).
 
-    Not named on chapter 5's page; the page reaches it through other helpers.
+    Not named on chapter 5's page: a building block of the functions, recipes or checks behind it.
     """
 
     freq: np.ndarray
@@ -392,7 +392,7 @@ def fit_neurons(pre) -> NeuronFit:
     >>> int(fit.freq[0]), round(float(fit.phase[0]), 6), round(float(fit.amp[0]), 6), round(float(fit.fve[0]), 6)
     (3, 0.5, 2.0, 1.0)
 
-    Not named on chapter 5's page; the page reaches it through other helpers.
+    Not named on chapter 5's page: a building block of the functions, recipes or checks behind it.
     """
     x = _as_np(pre, "pre")
     if x.ndim == 2:
@@ -438,7 +438,7 @@ class OutputFit:
     fve : float array [d_mlp]
         Share of the row's variance over ``c`` at that frequency.
 
-    Not named on chapter 5's page; the page reaches it through other helpers.
+    Not named on chapter 5's page: a building block of the functions, recipes or checks behind it.
     """
 
     amp: np.ndarray
@@ -623,7 +623,7 @@ def nonadditive_share(pre) -> np.ndarray:
 
     pre: [p, p, d_mlp] -> [d_mlp] (0 for a neuron with no variance).
 
-    Not named on chapter 5's page; the page reaches it through other helpers.
+    Not named on chapter 5's page: a building block of the functions, recipes or checks behind it.
     """
     x = _as_np(pre, "pre")
     if x.ndim == 2:
@@ -743,7 +743,7 @@ class QuadratureBound:
         ``sum_k min(rectangles_k, grid_k)``: bounds the error of the whole sum.
     n_grid : int
 
-    Not named on chapter 5's page; the page reaches it through other helpers.
+    Not named on chapter 5's page: a building block of the functions, recipes or checks behind it.
     """
 
     freqs: np.ndarray
@@ -867,7 +867,7 @@ def synthetic_pizza(p: int, d_mlp: int = 512, n_freqs: int = 5, seed: int = 0) -
     evenly among them, phases uniform on the circle, weights ``m_i`` uniform in
     ``[0.5, 1.5]``. Deterministic given ``seed``.
 
-    Not named on chapter 5's page; the page reaches it through other helpers. (the cost-vs-p benchmark).
+    Not named on chapter 5's page: a building block of the functions, recipes or checks behind it. (the cost-vs-p benchmark).
     """
     p = _check_p(p)
     if n_freqs > (p - 1) // 2:

@@ -249,7 +249,7 @@ def counting_config(seed: int = 0) -> TransformerConfig:
 def addition_config(seed: int = 0) -> TransformerConfig:
     """GPT-2-style addition model: 2 layers, 4 heads, d_model 32, LayerNorm, biases, GELU.
 
-    Not named on chapter 6's page; the page reaches it through other helpers.
+    Not named on chapter 6's page: a building block of the functions, recipes or checks behind it.
     """
     return TransformerConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=128, d_vocab=ADDITION.d_vocab,
                              n_ctx=ADDITION.n_ctx, act_fn="gelu", normalization="LN", attn_bias=True,
@@ -264,7 +264,7 @@ def answer_loss(model, batch) -> torch.Tensor:
 
     ``batch`` is ``(tokens, read_pos)`` with ``read_pos [batch, n_read]`` the
     positions whose next token is an answer token (counting: the ``:``;
-    addition: ``=``, c0, c1, c2). Not named on chapter 6's page; the page reaches it through other helpers.
+    addition: ``=``, c0, c1, c2). Not named on chapter 6's page: a building block of the functions, recipes or checks behind it.
     """
     tokens, read_pos = batch
     logits = model(tokens)
@@ -467,7 +467,7 @@ def min_distances(model: HookedTransformer, tokens: torch.Tensor, queries, task:
 def preimage_mask(model, tokens, queries, task: Task, eps: float = EPS, batch_size: int = 8192) -> torch.Tensor:
     """BoolTensor [n_queries, batch]: which inputs lie in each query's epsilon-preimage.
 
-    Not named on chapter 6's page; the page reaches it through other helpers.
+    Not named on chapter 6's page: a building block of the functions, recipes or checks behind it.
     """
     if not (isinstance(eps, (int, float)) and eps > 0):
         raise ValueError(f"eps must be a positive number, got {eps!r}")
@@ -536,7 +536,7 @@ class ConditionalDecoder(nn.Module):
 
     ``forward(tokens [batch, pos], z [batch, d_act], site [batch]) -> logits [batch, pos, d_vocab]``.
 
-    Not named on chapter 6's page; the page reaches it through other helpers.
+    Not named on chapter 6's page: a building block of the functions, recipes or checks behind it.
     """
 
     def __init__(self, d_vocab: int, n_ctx: int, d_act: int, n_sites: int, d_model: int = 128,
@@ -597,7 +597,7 @@ class ConditionalDecoder(nn.Module):
 
 
 def pad_act(z: torch.Tensor, d_act: int) -> torch.Tensor:
-    """Zero-pad activations ``[..., d]`` to ``[..., d_act]``. Not named on chapter 6's page; the page reaches it through other helpers."""
+    """Zero-pad activations ``[..., d]`` to ``[..., d_act]``. Not named on chapter 6's page: a building block of the functions, recipes or checks behind it."""
     if z.shape[-1] > d_act:
         raise ValueError(f"activation width {z.shape[-1]} exceeds d_act={d_act}")
     return F.pad(z, (0, d_act - z.shape[-1]))
@@ -622,7 +622,7 @@ def _task(task) -> Task:
 
 
 def task_inputs(task, n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` random task inputs (tokens ``[n, n_ctx]``), as the probed model was trained on. Not named on chapter 6's page; the page reaches it through other helpers."""
+    """``n`` random task inputs (tokens ``[n, n_ctx]``), as the probed model was trained on. Not named on chapter 6's page: a building block of the functions, recipes or checks behind it."""
     t = _task(task)
     if t is COUNTING:
         return make_counting_data(n, seed=seed)[0]
@@ -636,7 +636,7 @@ def decoder_training_batch(model: HookedTransformer, task, tokens: torch.Tensor,
 
     Returns ``(tokens [batch, n_ctx], z [batch, d_act], site [batch], qpos [batch])`` with
     ``d_act`` the widest site; positions are drawn among 1 .. last valid position.
-    Not named on chapter 6's page; the page reaches it through other helpers.
+    Not named on chapter 6's page: a building block of the functions, recipes or checks behind it.
     """
     t = _task(task)
     n = tokens.shape[0]
@@ -658,7 +658,7 @@ def decoder_loss(decoder: ConditionalDecoder, batch, pad: int) -> torch.Tensor:
     """Teacher-forced next-token cross-entropy of the decoder on the input that produced ``z``.
 
     ``batch = (tokens, z, site)``; targets equal to ``pad`` (after the EOS) are skipped.
-    Not named on chapter 6's page; the page reaches it through other helpers.
+    Not named on chapter 6's page: a building block of the functions, recipes or checks behind it.
     """
     tokens, z, site = batch[:3]
     logits = decoder(tokens[:, :-1], z, site)

@@ -198,7 +198,7 @@ def logit_diff(logits: torch.Tensor, pos, good, bad) -> torch.Tensor:
     -------
     Tensor [batch]
 
-    Not named on chapter 6's page; the page reaches it through other helpers.
+    Not named on chapter 6's page: a building block of the functions, recipes or checks behind it.
     """
     if logits.ndim != 3:
         raise ValueError(f"logits must be [batch, pos, d_vocab_out], got shape {tuple(logits.shape)}")
@@ -293,7 +293,7 @@ def patch_sweep(
 ) -> torch.Tensor:
     """``patching_effect(...)[key]`` for every site x head x position: Tensor [n_sites, n_heads, n_pos].
 
-    ``positions=None`` patches all positions at once (one column). Not named on chapter 6's page; the page reaches it through other helpers.
+    ``positions=None`` patches all positions at once (one column). Not named on chapter 6's page: a building block of the functions, recipes or checks behind it.
     """
     cols = [None] if positions is None else list(positions)
     out = torch.full((len(sites), len(heads), len(cols)), float("nan"))

@@ -87,7 +87,7 @@ def _check_weight(w) -> torch.Tensor:
 def centre(w: torch.Tensor) -> torch.Tensor:
     """``W' = W - mean(W)``, the mean over the whole tensor (any shape).
 
-    Not named on chapter 8's page; the page reaches it through other helpers.
+    Not named on chapter 8's page: a building block of the functions, recipes or checks behind it.
     """
     w = _check_weight(w)
     return w - w.mean()
@@ -144,7 +144,7 @@ def straight_through(w: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     gradient with respect to the output reaches ``w`` unchanged, as if the
     quantizer were the identity.
 
-    Not named on chapter 8's page; the page reaches it through other helpers.
+    Not named on chapter 8's page: a building block of the functions, recipes or checks behind it.
     """
     w = _check_weight(w)
     if not isinstance(q, torch.Tensor) or q.shape != w.shape:
@@ -156,7 +156,7 @@ def straight_through(w: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 def binary_ste(w: torch.Tensor) -> torch.Tensor:
     """Binary weight with a straight-through gradient (the ``"binary"`` transform).
 
-    Not named on chapter 8's page; the page reaches it through other helpers.
+    Not named on chapter 8's page: a building block of the functions, recipes or checks behind it.
     """
     return straight_through(w, binary_quantize(w))
 
@@ -227,7 +227,7 @@ def precision_config(precision: str = "ternary", seed: int = 0, final_norm: bool
     >>> precision_config("binary").weight_transform, precision_config("binary").final_normalization
     ('binary', 'RMS')
 
-    Not named on chapter 8's page; the page reaches it through other helpers.
+    Not named on chapter 8's page: a building block of the functions, recipes or checks behind it.
     """
     _check_precision(precision)
     if not isinstance(final_norm, bool):
@@ -247,7 +247,7 @@ def train_precision(precision: str = "ternary", seed: int = 0, final_norm: bool 
     first logged step with test loss below ``stop_test_loss`` and 100%
     training accuracy, or after ``steps``.
 
-    Not named on chapter 8's page; the page reaches it through other helpers.
+    Not named on chapter 8's page: a building block of the functions, recipes or checks behind it.
     """
     _check_precision(precision)
     t = CANONICAL_TRAINING
@@ -301,7 +301,7 @@ def key_frequency_directions(model: HookedTransformer, key_freqs: Sequence[int])
     Row ``2i`` is ``F_cos(k_i) @ W_E[:p]`` normalised, row ``2i + 1`` the sine
     (``F`` = :func:`helpers.modular.fourier_basis`).
 
-    Not named on chapter 8's page; the page reaches it through other helpers.
+    Not named on chapter 8's page: a building block of the functions, recipes or checks behind it.
     """
     p, _ = M.task_of(model)
     F = M.fourier_basis(p).to(torch.float64)
@@ -325,7 +325,7 @@ def key_frequency_overlap(model: HookedTransformer, key_freqs: Sequence[int]) ->
     expected ``|cos|`` of two random directions in ``d_model`` dimensions,
     ``sqrt(2 / (pi d_model))``).
 
-    Not named on chapter 8's page; the page reaches it through other helpers.
+    Not named on chapter 8's page: a building block of the functions, recipes or checks behind it.
     """
     D = key_frequency_directions(model, key_freqs)
     n = len(key_freqs)
@@ -342,7 +342,7 @@ def key_frequency_overlap(model: HookedTransformer, key_freqs: Sequence[int]) ->
 def embedding_svd_energy(model: HookedTransformer, rank: int) -> float:
     """Share of ``||W_E[:p]||_F^2`` (rows centred) in its top ``rank`` singular values.
 
-    Not named on chapter 8's page; the page reaches it through other helpers.
+    Not named on chapter 8's page: a building block of the functions, recipes or checks behind it.
     """
     p, _ = M.task_of(model)
     W = model.W_E.detach().double().cpu().numpy()[:p]
@@ -471,7 +471,7 @@ def control_run(precision: str, final_norm: bool, seed: int, steps: int = 10000,
     generalise, ``None`` if the cap was reached), ``cap``, ``seconds`` (wall
     time), ``test_acc`` (at the end), ``threads`` (1).
 
-    Not named on chapter 8's page; the page reaches it through other helpers.
+    Not named on chapter 8's page: a building block of the functions, recipes or checks behind it.
     """
     t0 = time.perf_counter()
     _, result = train_precision(precision, seed=seed, final_norm=final_norm, steps=steps,
@@ -506,7 +506,7 @@ def precision_control(seeds: Sequence[int] = (0, 1, 2), variants=CONTROL_VARIANT
     (precision, final_norm, seed, cap, threshold) are kept, so the control can be
     run in pieces (``python -m helpers.quantized control --variant binary --seeds 1,2``).
 
-    Not named on chapter 8's page; the page reaches it through other helpers.
+    Not named on chapter 8's page: a building block of the functions, recipes or checks behind it.
     """
     path = Path(path) if path is not None else CONTROL_PATH
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
