@@ -373,6 +373,15 @@ def model_from_weights(weights: dict, *, layout: str | None = None, **overrides)
     full list of mismatches. Note that Nanda et al.'s original grokking code
     stores ``W_E`` as ``[d_model, d_vocab]``: transpose it first.
 
+    Constant attention (the pizza of Zhong et al.): their code keeps ``W_Q``
+    and ``W_K`` even when attention is constant (weight decay drives them to
+    ~0), and *adds* the value vectors. Pass ``attention_mode="constant",
+    constant_attention="sum"``: the ``W_Q``/``W_K`` (and ``b_Q``/``b_K``)
+    entries are then dropped (with a warning if they are not ~0, since the
+    model that made them ignored them). Without the override, ~0 ``W_Q`` and
+    ``W_K`` give uniform softmax attention, i.e. the *mean* convention, and a
+    warning says so: a sum-trained pizza read this way is read wrong.
+
     Parameters
     ----------
     weights : dict of str -> array
@@ -422,6 +431,7 @@ def model_from_weights(weights: dict, *, layout: str | None = None, **overrides)
     kwargs.update(overrides)
     cfg = TransformerConfig(**kwargs)
     task_of(cfg, layout)
+    w = _constant_attention_qk(w, cfg, "attention_mode" in overrides)
     return HookedTransformer.from_weights(cfg, w)
 
 
@@ -1654,3 +1664,135 @@ def solution_distance_irrelevance(logits) -> float:
         for b in range(p):
             table[(a - b) % p, (a + b) % p] = L[a, b, (a + b) % p]
     return float(np.mean([row.std() for row in table]) / table.std())
+
+
+# ---------------------------------------------------------------------------
+# Long clock/pizza runs: do the metrics settle?
+# ---------------------------------------------------------------------------
+LONG_RUN_STEPS = 6000
+"""Total steps of the shipped long clock/pizza runs (Zhong et al. train 20,000 epochs; full batch, so steps = epochs)."""
+
+LONG_RUN_SEEDS = (0, 1)
+
+
+def train_clock_pizza_long(attention: str = "normal", seed: int = 0, steps: int = LONG_RUN_STEPS,
+                           log_every: int = 250, n_triples: int = 2000, progress: bool | None = False):
+    """Train a shipped 3,000-step clock/pizza model on to ``steps`` steps in all.
+
+    Loads ``clock_pizza_name(attention, seed)`` (trained by
+    :func:`train_clock_pizza`) and continues with the same data and optimiser
+    settings; the AdamW moments are not stored with a checkpoint, so they
+    restart from zero (with the 10-step warm-up). The returned history is the
+    shipped run's (every 100 steps to 3,000) followed by the continuation's
+    (every ``log_every`` steps), with ``grad_symmetricity`` at every
+    continuation row: estimated from ``n_triples`` sampled triples (seed 0),
+    exact (all ``p^3`` triples) at the last step. ``restricted_loss`` and
+    ``excluded_loss`` use each part's own final key frequencies. No snapshots
+    are kept. Returns ``(model, TrainResult)``.
+
+    Trains chapter 4's long-run checkpoints (``clock_pizza_long_name``).
+    """
+    from helpers import store
+
+    base = store.load(clock_pizza_name(attention, seed))
+    start = int(base.manifest["steps"])
+    if steps <= start:
+        raise ValueError(f"steps must exceed the shipped run's {start} steps, got {steps}")
+    model = base.model
+    t = CLOCK_PIZZA_TRAINING
+    data = make_data(model.cfg.d_vocab_out, t["frac_train"], seed=seed, layout="pair")
+    result = train_modular(
+        model, data, steps=steps - start, lr=t["lr"], weight_decay=t["weight_decay"], betas=t["betas"],
+        warmup_steps=t["warmup_steps"], log_every=log_every, n_snapshots=10 ** 9, clock_pizza_metrics=True,
+        seed=seed, progress=progress, description=f"{attention} attention seed {seed}, steps {start}-{steps}",
+    )
+    cont = result.history
+    probe = copy.deepcopy(model)
+    gs = []
+    for i, step in enumerate(cont["step"]):
+        if i == len(cont["step"]) - 1:
+            gs.append(gradient_symmetricity(model))
+        else:
+            probe.load_state_dict(result.snapshots[step])
+            gs.append(gradient_symmetricity(probe, n_triples=n_triples, seed=0))
+    cont["grad_symmetricity"] = gs
+    merged = {}
+    for key in set(base.history) | set(cont):
+        old = list(base.history.get(key, [math.nan] * len(base.history["step"])))
+        new = list(cont.get(key, [math.nan] * len(cont["step"])))[1:]  # row 0 is the shipped final model
+        if key == "step":
+            new = [start + int(x) for x in new]
+        merged[key] = old + new
+    result.history = merged
+    result.steps = steps
+    result.snapshots = {}
+    return model, result
+
+
+def clock_pizza_long_name(attention: str, seed: int) -> str:
+    """Checkpoint name of a long clock/pizza run, e.g. ``modadd_p59_normal_long_s0``.
+
+    Used in chapter 4.
+    """
+    return clock_pizza_name(attention, seed).replace(f"_s{int(seed)}", f"_long_s{int(seed)}")
+
+
+def _clock_pizza_long_recipe(attention: str, s: int):
+    def fn(seed: int = s, steps: int = LONG_RUN_STEPS, progress: bool | None = False):
+        return train_clock_pizza_long(attention, seed=seed, steps=steps, progress=progress)
+
+    fn.__doc__ = f"Zhong et al.'s p=59 model with {attention} attention, seed {s}, {LONG_RUN_STEPS} steps."
+    fn.__name__ = fn.__qualname__ = f"train_{clock_pizza_long_name(attention, s)}"
+    return fn
+
+
+for _attention in ("normal", "constant"):
+    for _s in LONG_RUN_SEEDS:
+        _fn = _clock_pizza_long_recipe(_attention, _s)
+        recipe(clock_pizza_long_name(_attention, _s), _fn.__doc__)(_fn)
+del _attention, _s, _fn
+
+__all__ += ["LONG_RUN_STEPS", "LONG_RUN_SEEDS", "train_clock_pizza_long", "clock_pizza_long_name"]
+
+
+# ---------------------------------------------------------------------------
+# Constant attention in weights trained elsewhere
+# ---------------------------------------------------------------------------
+_QK_NAMES = ("W_Q", "W_K", "b_Q", "b_K")
+
+
+def _negligible_qk(w: dict, layer: int, rtol: float = 1e-6) -> bool:
+    """True when layer ``layer``'s W_Q and W_K are ~0 relative to its W_V (largest entries)."""
+    def amax(name):
+        v = w.get(f"blocks.{layer}.attn.{name}")
+        return None if v is None else float(np.abs(_as_numpy(v)).max(initial=0.0))
+
+    q, k, v = amax("W_Q"), amax("W_K"), amax("W_V")
+    return q is not None and k is not None and max(q, k) <= rtol * max(v or 0.0, 1e-30)
+
+
+def _constant_attention_qk(w: dict, cfg: TransformerConfig, mode_given: bool) -> dict:
+    """Drop W_Q/W_K for a constant-attention config; warn about ~0 W_Q/W_K read as normal attention."""
+    import warnings
+
+    layers = range(cfg.n_layers)
+    if cfg.attention_mode == "constant":
+        kept = {}
+        for name, v in w.items():
+            parts = name.split(".")
+            if len(parts) == 4 and parts[0] == "blocks" and parts[2] == "attn" and parts[3] in _QK_NAMES:
+                continue
+            kept[name] = v
+        loud = [layer for layer in layers if f"blocks.{layer}.attn.W_Q" in w and not _negligible_qk(w, layer)]
+        if loud and mode_given:
+            warnings.warn(f"attention_mode='constant': dropping W_Q/W_K of layer(s) {loud}, which are not ~0 "
+                          "(the constant-attention model that made them did not use them)", stacklevel=3)
+        return kept
+    zero = [layer for layer in layers if _negligible_qk(w, layer)]
+    if zero:
+        warnings.warn(
+            f"W_Q and W_K of layer(s) {zero} are ~0, so attention is uniform: these weights are read as "
+            "constant attention with the *mean* convention. If they come from a constant-attention model "
+            "that adds the value vectors (Zhong et al.'s code), pass attention_mode='constant', "
+            "constant_attention='sum'.", stacklevel=3)
+    return w

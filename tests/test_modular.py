@@ -404,6 +404,31 @@ def test_model_from_weights_errors_list_mismatches():
         M.model_from_weights([1, 2])
 
 
+def test_model_from_weights_pizza_with_zero_qk():
+    """A constant-attention model stored with ~0 W_Q/W_K (as Zhong et al.'s code keeps them)."""
+    src = HookedTransformer(M.clock_pizza_config("constant", p=7, d_model=16, n_heads=2, d_head=8, d_mlp=32))
+    arrays = {k: v.numpy() for k, v in src.state_dict().items()}
+    zero = np.zeros((2, 16, 8), dtype=np.float32)
+    arrays.update({"blocks.0.attn.W_Q": zero, "blocks.0.attn.W_K": zero})
+    tokens = M.all_pairs(7, "pair")[0]
+    # read as normal attention: uniform softmax = the mean convention, and a warning says so
+    with pytest.warns(UserWarning, match="~0"):
+        normal = M.model_from_weights(arrays)
+    assert normal.cfg.attention_mode == "normal"
+    assert torch.allclose(normal(tokens), src(tokens), atol=1e-6)
+    # the override drops Q/K instead of refusing them; "sum" doubles the attention output at b
+    summed = M.model_from_weights(arrays, attention_mode="constant", constant_attention="sum")
+    assert summed.cfg.constant_attention == "sum" and not hasattr(summed.blocks[0].attn, "W_Q")
+    assert not torch.allclose(summed(tokens), src(tokens), atol=1e-3)
+    halved = dict(arrays, **{"blocks.0.attn.W_V": arrays["blocks.0.attn.W_V"] / 2})
+    converted = M.model_from_weights(halved, attention_mode="constant", constant_attention="sum")
+    assert torch.allclose(converted(tokens)[:, -1], src(tokens)[:, -1], atol=1e-5)  # exact at the read position
+    # Q/K that are not ~0 are dropped with a warning when constant attention is asked for
+    loud = dict(arrays, **{"blocks.0.attn.W_Q": np.ones((2, 16, 8), dtype=np.float32)})
+    with pytest.warns(UserWarning, match="not ~0"):
+        M.model_from_weights(loud, attention_mode="constant")
+
+
 # ---------------------------------------------------------------------------
 # Training, phases, recipes
 # ---------------------------------------------------------------------------
