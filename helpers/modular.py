@@ -344,8 +344,11 @@ def clock_pizza_config(attention: str = "normal", p: int = 59, seed: int = 0, la
 
     ``attention="normal"`` is their attention rate 1 (softmax attention, which
     tends to give a clock); ``"constant"`` is rate 0 (uniform attention, no
-    ``W_Q``/``W_K``, which gives a pizza). Their code adds the two value vectors;
-    ours averages them, which only rescales.
+    ``W_Q``/``W_K``, which gives a pizza). Their code adds the two value vectors
+    (``constant_attention="sum"``); ours averages them (the default ``"mean"``).
+    Trained from scratch the two are equivalent (halving ``W_V`` converts one
+    into the other exactly at the read position), but weights trained under one
+    convention are read wrong under the other (see :func:`model_from_weights`).
 
     >>> clock_pizza_config("constant").attention_mode
     'constant'
@@ -1321,7 +1324,9 @@ def correct_logit_by_sum_diff(model_or_logits, layout: str | None = None) -> np.
 
     Entry ``[s, d]`` is ``logit_{s}(a, b)`` for the unique ``(a, b)`` with
     ``a + b = s`` and ``a - b = d`` (p odd). A pizza's pattern varies with
-    ``a - b`` (bands along ``s``); a clock's is flat.
+    ``a - b`` (bands along ``s``); a clock's varies too, but not with ``a - b``:
+    along each band it changes as much as over the whole square
+    (:func:`distance_irrelevance` measures this).
 
     Used in chapter 4.
     """
