@@ -398,7 +398,7 @@ def model_from_weights(weights: dict, *, layout: str | None = None, **overrides)
     >>> bool(torch.equal(copy_.W_E, src.W_E)), task_of(copy_)
     (True, (7, 'equals'))
 
-    Not used by a page; a library helper.
+    Used in chapter 4 (the constant-attention trap).
     """
     if not isinstance(weights, dict):
         raise TypeError(f"weights must be a dict of name -> array, got {type(weights).__name__}")
