@@ -649,3 +649,18 @@ def test_long_run_names_and_recipes():
             assert M.clock_pizza_long_name(att, s) in store.recipes()
     with pytest.raises(ValueError, match="exceed"):
         M.train_clock_pizza_long("constant", seed=0, steps=100)
+
+
+@pytest.mark.skipif(not all(store.exists(M.clock_pizza_long_name(a, s)) for a in ("normal", "constant")
+                            for s in M.LONG_RUN_SEEDS), reason="long clock/pizza checkpoints not built")
+def test_shipped_long_runs_continue_the_3000_step_histories():
+    for att in ("normal", "constant"):
+        for s in M.LONG_RUN_SEEDS:
+            ck = store.load(M.clock_pizza_long_name(att, s))
+            base = store.load(M.clock_pizza_name(att, s))
+            h = ck.history
+            assert ck.manifest["steps"] == M.LONG_RUN_STEPS and h["step"][-1] == M.LONG_RUN_STEPS
+            n = len(base.history["step"])
+            assert h["step"][:n] == base.history["step"] and h["test_loss"][:n] == base.history["test_loss"]
+            assert all(np.diff(h["step"]) > 0) and ck.metrics["test_acc"] == 1.0
+            assert not np.isnan(h["grad_symmetricity"][n:]).any()     # logged at every continuation row
