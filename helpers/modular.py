@@ -340,8 +340,11 @@ def clock_pizza_config(attention: str = "normal", p: int = 59, seed: int = 0, la
 
     ``attention="normal"`` is their attention rate 1 (softmax attention, which
     tends to give a clock); ``"constant"`` is rate 0 (uniform attention, no
-    ``W_Q``/``W_K``, which gives a pizza). Their code adds the two value vectors;
-    ours averages them, which only rescales.
+    ``W_Q``/``W_K``, which gives a pizza). Their code adds the two value vectors
+    (``constant_attention="sum"``); ours averages them (the default ``"mean"``).
+    Trained from scratch the two are equivalent (halving ``W_V`` converts one
+    into the other exactly at the read position), but weights trained under one
+    convention are read wrong under the other (see :func:`model_from_weights`).
 
     >>> clock_pizza_config("constant").attention_mode
     'constant'
@@ -369,6 +372,15 @@ def model_from_weights(weights: dict, *, layout: str | None = None, **overrides)
     full list of mismatches. Note that Nanda et al.'s original grokking code
     stores ``W_E`` as ``[d_model, d_vocab]``: transpose it first.
 
+    Constant attention (the pizza of Zhong et al.): their code keeps ``W_Q``
+    and ``W_K`` even when attention is constant (weight decay drives them to
+    ~0), and *adds* the value vectors. Pass ``attention_mode="constant",
+    constant_attention="sum"``: the ``W_Q``/``W_K`` (and ``b_Q``/``b_K``)
+    entries are then dropped (with a warning if they are not ~0, since the
+    model that made them ignored them). Without the override, ~0 ``W_Q`` and
+    ``W_K`` give uniform softmax attention, i.e. the *mean* convention, and a
+    warning says so: a sum-trained pizza read this way is read wrong.
+
     Parameters
     ----------
     weights : dict of str -> array
@@ -382,7 +394,7 @@ def model_from_weights(weights: dict, *, layout: str | None = None, **overrides)
     >>> bool(torch.equal(copy_.W_E, src.W_E)), task_of(copy_)
     (True, (7, 'equals'))
 
-    Not used by a page; a library helper.
+    Used in chapter 4 (the constant-attention trap).
     """
     if not isinstance(weights, dict):
         raise TypeError(f"weights must be a dict of name -> array, got {type(weights).__name__}")
@@ -418,6 +430,7 @@ def model_from_weights(weights: dict, *, layout: str | None = None, **overrides)
     kwargs.update(overrides)
     cfg = TransformerConfig(**kwargs)
     task_of(cfg, layout)
+    w = _constant_attention_qk(w, cfg, "attention_mode" in overrides)
     return HookedTransformer.from_weights(cfg, w)
 
 
@@ -1296,7 +1309,9 @@ def correct_logit_by_sum_diff(model_or_logits, layout: str | None = None) -> np.
 
     Entry ``[s, d]`` is ``logit_{s}(a, b)`` for the unique ``(a, b)`` with
     ``a + b = s`` and ``a - b = d`` (p odd). A pizza's pattern varies with
-    ``a - b`` (bands along ``s``); a clock's is flat.
+    ``a - b`` (bands along ``s``); a clock's varies too, but not with ``a - b``:
+    along each band it changes as much as over the whole square
+    (:func:`distance_irrelevance` measures this).
 
     Used in chapter 4.
     """
@@ -1559,3 +1574,412 @@ def _register_clock_pizza() -> None:
 
 
 _register_clock_pizza()
+
+
+# ---------------------------------------------------------------------------
+# Long clock/pizza runs: do the metrics settle?
+# ---------------------------------------------------------------------------
+LONG_RUN_STEPS = 6000
+"""Total steps of the shipped long clock/pizza runs (Zhong et al. train 20,000 epochs; full batch, so steps = epochs)."""
+
+LONG_RUN_SEEDS = (0, 1)
+
+
+def train_clock_pizza_long(attention: str = "normal", seed: int = 0, steps: int = LONG_RUN_STEPS,
+                           log_every: int = 250, n_triples: int = 2000, progress: bool | None = False):
+    """Train a shipped 3,000-step clock/pizza model on to ``steps`` steps in all.
+
+    Loads ``clock_pizza_name(attention, seed)`` (trained by
+    :func:`train_clock_pizza`) and continues with the same data and optimiser
+    settings; the AdamW moments are not stored with a checkpoint, so they
+    restart from zero (with the 10-step warm-up). The returned history is the
+    shipped run's (every 100 steps to 3,000) followed by the continuation's
+    (every ``log_every`` steps), with ``grad_symmetricity`` at every
+    continuation row: estimated from ``n_triples`` sampled triples (seed 0),
+    exact (all ``p^3`` triples) at the last step. ``restricted_loss`` and
+    ``excluded_loss`` use each part's own final key frequencies. No snapshots
+    are kept. Returns ``(model, TrainResult)``.
+
+    Trains chapter 4's long-run checkpoints (``clock_pizza_long_name``).
+    """
+    from helpers import store
+
+    base = store.load(clock_pizza_name(attention, seed))
+    start = int(base.manifest["steps"])
+    if steps <= start:
+        raise ValueError(f"steps must exceed the shipped run's {start} steps, got {steps}")
+    model = base.model
+    t = CLOCK_PIZZA_TRAINING
+    data = make_data(model.cfg.d_vocab_out, t["frac_train"], seed=seed, layout="pair")
+    result = train_modular(
+        model, data, steps=steps - start, lr=t["lr"], weight_decay=t["weight_decay"], betas=t["betas"],
+        warmup_steps=t["warmup_steps"], log_every=log_every, n_snapshots=10 ** 9, clock_pizza_metrics=True,
+        seed=seed, progress=progress, description=f"{attention} attention seed {seed}, steps {start}-{steps}",
+    )
+    cont = result.history
+    probe = copy.deepcopy(model)
+    gs = []
+    for i, step in enumerate(cont["step"]):
+        if i == len(cont["step"]) - 1:
+            gs.append(gradient_symmetricity(model))
+        else:
+            probe.load_state_dict(result.snapshots[step])
+            gs.append(gradient_symmetricity(probe, n_triples=n_triples, seed=0))
+    cont["grad_symmetricity"] = gs
+    merged = {}
+    for key in set(base.history) | set(cont):
+        old = list(base.history.get(key, [math.nan] * len(base.history["step"])))
+        new = list(cont.get(key, [math.nan] * len(cont["step"])))[1:]  # row 0 is the shipped final model
+        if key == "step":
+            new = [start + int(x) for x in new]
+        merged[key] = old + new
+    result.history = merged
+    result.steps = steps
+    result.snapshots = {}
+    return model, result
+
+
+def clock_pizza_long_name(attention: str, seed: int) -> str:
+    """Checkpoint name of a long clock/pizza run, e.g. ``modadd_p59_normal_long_s0``.
+
+    Used in chapter 4.
+    """
+    return clock_pizza_name(attention, seed).replace(f"_s{int(seed)}", f"_long_s{int(seed)}")
+
+
+def _clock_pizza_long_recipe(attention: str, s: int):
+    def fn(seed: int = s, steps: int = LONG_RUN_STEPS, progress: bool | None = False):
+        return train_clock_pizza_long(attention, seed=seed, steps=steps, progress=progress)
+
+    fn.__doc__ = f"Zhong et al.'s p=59 model with {attention} attention, seed {s}, {LONG_RUN_STEPS} steps."
+    fn.__name__ = fn.__qualname__ = f"train_{clock_pizza_long_name(attention, s)}"
+    return fn
+
+
+for _attention in ("normal", "constant"):
+    for _s in LONG_RUN_SEEDS:
+        _fn = _clock_pizza_long_recipe(_attention, _s)
+        recipe(clock_pizza_long_name(_attention, _s), _fn.__doc__)(_fn)
+del _attention, _s, _fn
+
+__all__ += ["LONG_RUN_STEPS", "LONG_RUN_SEEDS", "train_clock_pizza_long", "clock_pizza_long_name"]
+
+
+# ---------------------------------------------------------------------------
+# Constant attention in weights trained elsewhere
+# ---------------------------------------------------------------------------
+_QK_NAMES = ("W_Q", "W_K", "b_Q", "b_K")
+
+
+def _negligible_qk(w: dict, layer: int, rtol: float = 1e-6) -> bool:
+    """True when layer ``layer``'s W_Q and W_K are ~0 relative to its W_V (largest entries)."""
+    def amax(name):
+        v = w.get(f"blocks.{layer}.attn.{name}")
+        return None if v is None else float(np.abs(_as_numpy(v)).max(initial=0.0))
+
+    q, k, v = amax("W_Q"), amax("W_K"), amax("W_V")
+    return q is not None and k is not None and max(q, k) <= rtol * max(v or 0.0, 1e-30)
+
+
+def _constant_attention_qk(w: dict, cfg: TransformerConfig, mode_given: bool) -> dict:
+    """Drop W_Q/W_K for a constant-attention config; warn about ~0 W_Q/W_K read as normal attention."""
+    import warnings
+
+    layers = range(cfg.n_layers)
+    if cfg.attention_mode == "constant":
+        kept = {}
+        for name, v in w.items():
+            parts = name.split(".")
+            if len(parts) == 4 and parts[0] == "blocks" and parts[2] == "attn" and parts[3] in _QK_NAMES:
+                continue
+            kept[name] = v
+        loud = [layer for layer in layers if f"blocks.{layer}.attn.W_Q" in w and not _negligible_qk(w, layer)]
+        if loud and mode_given:
+            warnings.warn(f"attention_mode='constant': dropping W_Q/W_K of layer(s) {loud}, which are not ~0 "
+                          "(the constant-attention model that made them did not use them)", stacklevel=3)
+        return kept
+    zero = [layer for layer in layers if _negligible_qk(w, layer)]
+    if zero:
+        warnings.warn(
+            f"W_Q and W_K of layer(s) {zero} are ~0, so attention is uniform: these weights are read as "
+            "constant attention with the *mean* convention. If they come from a constant-attention model "
+            "that adds the value vectors (Zhong et al.'s code), pass attention_mode='constant', "
+            "constant_attention='sum'.", stacklevel=3)
+    return w
+
+
+# ---------------------------------------------------------------------------
+# Clock or pizza: circularity and the logit-formula fits (Zhong et al.)
+# ---------------------------------------------------------------------------
+def circularity(model_or_W_E, n_components: int = 4, p: int | None = None) -> np.ndarray:
+    """Zhong et al.'s circularity of each leading principal component of ``W_E[:p]``.
+
+    The embedding rows ``0..p-1`` are centred over the tokens; each of the
+    ``n_components`` leading principal directions gives a function of the
+    token, ``[p]``; its circularity is the largest share of that function's
+    squared norm carried by one frequency (cos and sin together). 1: the
+    component is a pure wave, so pairs of components draw circles. Zhong et
+    al. average the first four (``circularity(...).mean()``); both clocks and
+    pizzas are circular, their "non-circular" algorithms are not.
+
+    Returns
+    -------
+    numpy array [n_components], each in [0, 1].
+
+    >>> p = 11; t = np.arange(p)
+    >>> W = np.stack([3 * np.cos(2 * np.pi * 3 * t / p), 2 * np.sin(2 * np.pi * 3 * t / p),
+    ...               np.cos(2 * np.pi * 5 * t / p), 0.5 * np.sin(2 * np.pi * 5 * t / p)], 1)
+    >>> np.round(circularity(W), 6).tolist()
+    [1.0, 1.0, 1.0, 1.0]
+
+    Used in chapter 4.
+    """
+    if isinstance(model_or_W_E, HookedTransformer):
+        p = p or task_of(model_or_W_E)[0]
+        W = _as_numpy(model_or_W_E.W_E)[:p]
+    else:
+        W = _as_numpy(model_or_W_E)
+        W = W[:p] if p is not None else W
+    if W.ndim != 2:
+        raise ValueError(f"W_E must be [d_vocab, d_model], got shape {W.shape}")
+    if isinstance(n_components, bool) or not isinstance(n_components, int) or not 1 <= n_components <= min(W.shape):
+        raise ValueError(f"n_components must be an int in 1..{min(W.shape)}, got {n_components!r}")
+    W = W - W.mean(0)
+    U, _, _ = np.linalg.svd(W, full_matrices=False)
+    comps = U[:, :n_components]                                  # [p, n] unit columns, mean 0
+    B = _basis_np(W.shape[0])
+    coef = B @ comps                                             # [p, n]
+    sq = coef ** 2
+    per_freq = sq[1::2] + sq[2::2]                               # [(p-1)/2, n]
+    return per_freq.max(0) / sq.sum(0)
+
+
+def _pizza_term(p: int, k: int) -> np.ndarray:
+    """``|cos w(a-b)/2| (|cos w(a+b-c)/2| - |sin w(a+b-c)/2|)``, ``[p, p, p]``: one frequency of a pizza."""
+    a, b, c = np.ogrid[:p, :p, :p]
+    w = 2 * np.pi * k / p
+    d = np.abs(np.cos(w * (a - b) / 2))
+    s = w * (a + b - c) / 2
+    return d * (np.abs(np.cos(s)) - np.abs(np.sin(s)))
+
+
+def _formula_fve(L: np.ndarray, k: int) -> dict:
+    """Share of the variance of ``L [p, p, p]`` (centred over c) explained by one clock or one pizza term."""
+    p = L.shape[0]
+    a, b, c = np.ogrid[:p, :p, :p]
+    y = (L - L.mean(-1, keepdims=True)).ravel()
+    total = float(y @ y)
+    out = {"variance": total}
+    for name, t in (("clock", np.cos(2 * np.pi * k * (a + b - c) / p) + 0.0 * a), ("pizza", _pizza_term(p, k))):
+        t = np.broadcast_to(t, (p, p, p))
+        x = (t - t.mean(-1, keepdims=True)).ravel()
+        out[name] = float((x @ y) ** 2 / (x @ x) / total) if total > 0 else 0.0
+    return out
+
+
+def clock_pizza_logit_fit(model, key_freqs: Sequence[int], layout: str | None = None) -> dict:
+    """How well the clock formula and the pizza formula explain each circle's logits (Zhong et al.).
+
+    For each key frequency ``k``, the circle is isolated: the embedding rows
+    ``0..p-1`` are projected onto ``span{1, cos w_k x, sin w_k x}`` and the
+    model is run on all inputs. Its logits, centred over ``c``, are fitted by
+    least squares (one coefficient) with
+
+    * clock: ``cos w_k(a+b-c)``;
+    * pizza: ``|cos w_k(a-b)/2| (|cos w_k(a+b-c)/2| - |sin w_k(a+b-c)/2|)``,
+      what a pizza computes from ``E(a) + E(b)`` (Zhong et al.'s ``Q_pizza``),
+      centred over ``c`` like the logits.
+
+    An ideal pizza circle is explained 100% by the pizza formula and about
+    77% by the clock formula (the two overlap), an ideal clock the other
+    way round.
+
+    Returns
+    -------
+    dict with ``"freqs"`` (list), ``"clock"``, ``"pizza"`` (numpy arrays
+    [K], share of the isolated circle's logit variance explained),
+    ``"weight"`` (each circle's share of the summed logit variance) and
+    ``"clock_mean"``, ``"pizza_mean"`` (the shares averaged with those weights).
+
+    Used in chapter 4.
+    """
+    if not isinstance(model, HookedTransformer):
+        raise TypeError(f"model must be a HookedTransformer (circles are isolated in its embedding), "
+                        f"got {type(model).__name__}")
+    p, _ = task_of(model, layout)
+    freqs = _check_freqs(key_freqs, p)
+    B = fourier_basis(p).to(dtype=model.W_E.dtype, device=model.W_E.device)
+    W = model.W_E.detach()
+    probe = copy.deepcopy(model)
+    fits = {"clock": [], "pizza": []}
+    var = []
+    for k in freqs:
+        Bk = B[[0, 2 * k - 1, 2 * k]]
+        with torch.no_grad():
+            probe.embed.W_E[:p] = Bk.T @ (Bk @ W[:p])
+        L = logit_tensor(probe, layout)
+        one = _formula_fve(L, k)
+        var.append(one["variance"])
+        for name in fits:
+            fits[name].append(one[name])
+    var = np.array(var)
+    weight = var / var.sum() if var.sum() > 0 else np.zeros_like(var)
+    out = {"freqs": freqs, "clock": np.array(fits["clock"]), "pizza": np.array(fits["pizza"]), "weight": weight}
+    out["clock_mean"] = float(weight @ out["clock"])
+    out["pizza_mean"] = float(weight @ out["pizza"])
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Where the multiplication happens (Nanda et al., section 4)
+# ---------------------------------------------------------------------------
+def attention_to_inputs(model, layout: str | None = None, layer: int = 0) -> np.ndarray:
+    """Attention pattern of the read position over every input: ``[p, p, n_heads, n_ctx]``.
+
+    Entry ``[a, b, h, j]`` is how much head ``h``, at the position the answer
+    is read from (``=`` in the ``"equals"`` layout, ``b`` in ``"pair"``),
+    attends to position ``j`` for input ``(a, b)``. Constant attention gives
+    the same pattern everywhere.
+
+    Used in chapter 4.
+    """
+    p, tokens = _all_tokens(model, layout)
+    name = f"blocks.{int(layer)}.attn.hook_pattern"
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=[name], read_positions=[-1])
+    pat = cache[name][:, :, -1]                                   # [batch, head, key]
+    return pat.double().cpu().numpy().reshape(p, p, *pat.shape[1:])
+
+
+def neuron_term_fve(acts, freqs) -> np.ndarray:
+    """Share of each neuron's variance in the *linear* and in the *product* terms of its frequency.
+
+    For neuron ``n`` with frequency ``k = freqs[n]``: the linear terms are
+    ``cos/sin w_k a`` and ``cos/sin w_k b``, the product terms the four
+    ``{cos, sin} w_k a * {cos, sin} w_k b`` (from which ``cos w_k(a+b)`` is
+    built). The mean is removed first. A neuron whose input is a sum of a wave
+    in ``a`` and a wave in ``b`` has only linear terms *before* the ReLU; the
+    ReLU, being non-linear, turns part of it into products.
+
+    Parameters
+    ----------
+    acts : array [p, p, d_mlp]
+        Pre- or post-activations over all inputs (:func:`neuron_activations`).
+    freqs : int array [d_mlp]
+        Frequency of each neuron (e.g. ``neuron_clusters(...).freq``); entries
+        ``< 1`` give NaN rows.
+
+    Returns
+    -------
+    numpy array [d_mlp, 2]: columns (linear, product).
+
+    >>> p = 11; a = np.arange(p)[:, None]; b = np.arange(p)[None, :]
+    >>> pre = np.cos(2 * np.pi * 3 * a / p) + np.cos(2 * np.pi * 3 * b / p)
+    >>> np.round(neuron_term_fve(np.stack([pre, np.maximum(pre, 0)], -1), [3, 3]), 2).tolist()
+    [[1.0, 0.0], [0.75, 0.22]]
+
+    Used in chapter 4.
+    """
+    x = _as_numpy(acts)
+    if x.ndim != 3 or x.shape[0] != x.shape[1]:
+        raise ValueError(f"acts must be [p, p, d_mlp], got shape {x.shape}")
+    f = np.asarray(freqs).astype(int).ravel()
+    if f.shape[0] != x.shape[2]:
+        raise ValueError(f"freqs must have one entry per neuron ({x.shape[2]}), got {f.shape[0]}")
+    p = x.shape[0]
+    C2 = fourier_2d(x) ** 2
+    total = C2.sum((0, 1)) - C2[0, 0]
+    out = np.full((x.shape[2], 2), np.nan)
+    for n, k in enumerate(f):
+        if k < 1 or k > (p - 1) // 2 or total[n] <= 0:
+            continue
+        idx = [2 * k - 1, 2 * k]
+        out[n, 0] = (C2[idx, 0, n].sum() + C2[0, idx, n].sum()) / total[n]
+        out[n, 1] = C2[np.ix_(idx, idx, [n])].sum() / total[n]
+    return out
+
+
+def unembed_fourier_by_cluster(model, clusters: NeuronClusters, layer: int = 0) -> tuple[list[int], np.ndarray]:
+    """How each neuron cluster's output map ``W_L = W_out W_U`` spreads over frequencies of ``c``.
+
+    For each cluster (the neurons of one frequency, :func:`neuron_clusters`),
+    the rows of ``W_L [d_mlp, p]`` that belong to it are Fourier-transformed
+    along ``c`` and the squared norms summed per frequency.
+
+    Returns
+    -------
+    (cluster frequencies, numpy array [n_clusters, (p-1)//2 + 1])
+        Row ``i``: share of cluster ``i``'s squared norm at each frequency of
+        ``c`` (index 0 = the constant); rows sum to 1.
+
+    Used in chapter 4.
+    """
+    p, _ = task_of(model)
+    W_L = _as_numpy(model.blocks[layer].mlp.W_out) @ _as_numpy(model.W_U)          # [d_mlp, p]
+    freqs = sorted(clusters.clusters)
+    rows = []
+    for k in freqs:
+        coef = W_L[clusters.clusters[k]] @ _basis_np(p).T                            # [n, p]
+        sq = (coef ** 2).sum(0)
+        per = np.concatenate([[sq[0]], sq[1::2] + sq[2::2]])
+        rows.append(per / per.sum())
+    return freqs, np.array(rows)
+
+
+def fourier_ablation_losses(model, key_freqs: Sequence[int], layout: str | None = None) -> dict:
+    """Loss over all inputs after keeping only, or removing, the key frequencies at three places.
+
+    * ``"embedding"``: the rows ``0..p-1`` of ``W_E`` projected onto (keep) or
+      off (remove) ``span{cos/sin w_k x : k in key_freqs}``; the constant
+      direction is kept in both;
+    * ``"neurons"``: the MLP activations' directions ``cos/sin w_k(a+b)``
+      (:func:`restricted_loss` / :func:`excluded_loss` with ``definition="mlp"``);
+    * ``"logits"``: the same on the logits (``definition="logits"``).
+
+    Returns
+    -------
+    dict: ``"full"`` and ``(place, "keep" | "remove")`` -> cross-entropy over all ``p^2`` pairs.
+
+    Used in chapter 4.
+    """
+    p, tokens = _all_tokens(model, layout)
+    freqs = _check_freqs(key_freqs, p)
+    L = logit_tensor(model, layout)
+    out = {"full": _ce_subset(L, None)}
+    for where, definition in (("neurons", "mlp"), ("logits", "logits")):
+        src = model if definition == "mlp" else L
+        out[where, "keep"] = restricted_loss(src, freqs, definition=definition, layout=layout)
+        out[where, "remove"] = excluded_loss(src, freqs, definition=definition, layout=layout)
+    B = fourier_basis(p).to(dtype=model.W_E.dtype, device=model.W_E.device)
+    rows = [2 * k - 1 for k in freqs] + [2 * k for k in freqs]
+    Bk = B[rows]                                                     # [2K, p]
+    probe = copy.deepcopy(model)
+    W = model.W_E.detach()
+    for mode in ("keep", "remove"):
+        proj = Bk.T @ (Bk @ W[:p])
+        const = B[:1].T @ (B[:1] @ W[:p])
+        new = const + proj if mode == "keep" else W[:p] - proj
+        with torch.no_grad():
+            probe.embed.W_E[:p] = new
+        out["embedding", mode] = _ce_subset(logit_tensor(probe, layout), None)
+    return out
+
+
+def unembedding_spectrum(model_or_W_U) -> np.ndarray:
+    """Norm of each frequency of the unembedding ``W_U [d_model, p]`` along the output ``c``.
+
+    The output-side counterpart of :func:`embedding_spectrum`; its Gini
+    coefficient is the paper's second sparsity measure.
+
+    Returns
+    -------
+    numpy array [(p-1)//2 + 1], index = frequency (0 = constant).
+
+    Used in chapter 4.
+    """
+    W_U = model_or_W_U.W_U if isinstance(model_or_W_U, HookedTransformer) else model_or_W_U
+    return fourier_norms(W_U, axis=1)
+
+
+__all__ += ["circularity", "clock_pizza_logit_fit", "attention_to_inputs", "neuron_term_fve",
+            "unembed_fourier_by_cluster", "fourier_ablation_losses", "unembedding_spectrum"]

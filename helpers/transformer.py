@@ -85,6 +85,7 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 NORMALIZATIONS = (None, "LN", "RMS")
 ATTENTION_MODES = ("normal", "constant")
+CONSTANT_ATTENTION = ("mean", "sum")
 POSITIONAL = ("learned", "none")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -159,9 +160,16 @@ class TransformerConfig:
         No MLPs (chapter 3).
     attention_mode : {"normal", "constant"}
         ``"constant"``: every query attends uniformly to itself and all earlier
-        positions (pattern ``1/(i+1)``), with no ``W_Q``/``W_K``: the "pizza"
-        setting of Zhong et al. (their code adds the value vectors without
-        dividing; we average, which only rescales).
+        positions, with no ``W_Q``/``W_K``: the "pizza" setting of Zhong et al.
+        The weight each position gets is set by ``constant_attention``.
+    constant_attention : {"mean", "sum"}
+        With ``attention_mode="constant"``: ``"mean"`` (default, every shipped
+        model) gives each allowed position weight ``1/(i+1)``, averaging the
+        value vectors; ``"sum"`` gives each weight 1, adding them, as Zhong et
+        al.'s code does. Training under either finds equivalent solutions, but
+        weights trained under one convention are read *wrong* under the other
+        (the attention output is scaled by ``i+1``; the MLP after it is not
+        linear). Ignored for normal attention.
     positional_embedding : {"learned", "none"}
     attn_bias, mlp_bias, unembed_bias : bool
         Biases ``b_Q, b_K, b_V, b_O``; ``b_in, b_out``; ``b_U``.
@@ -190,6 +198,7 @@ class TransformerConfig:
     final_normalization: str | None = "same"
     attn_only: bool = False
     attention_mode: str = "normal"
+    constant_attention: str = "mean"
     positional_embedding: str = "learned"
     attn_bias: bool = False
     mlp_bias: bool = True
@@ -252,6 +261,7 @@ class TransformerConfig:
             "normalization": NORMALIZATIONS,
             "final_normalization": NORMALIZATIONS,
             "attention_mode": ATTENTION_MODES,
+            "constant_attention": CONSTANT_ATTENTION,
             "positional_embedding": POSITIONAL,
             "dtype": tuple(DTYPES),
         }
@@ -505,7 +515,9 @@ class Attention(nn.Module):
             pattern = torch.softmax(scores, dim=-1)
         else:
             allowed = allowed.to(x.dtype)
-            pattern = (allowed / allowed.sum(-1, keepdim=True)).expand(x.shape[0], cfg.n_heads, -1, -1)
+            if cfg.constant_attention == "mean":
+                allowed = allowed / allowed.sum(-1, keepdim=True)
+            pattern = allowed.expand(x.shape[0], cfg.n_heads, -1, -1)
         pattern = self.hook_pattern(pattern)
         z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
         if cfg.use_attn_result:

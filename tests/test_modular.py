@@ -402,6 +402,31 @@ def test_model_from_weights_errors_list_mismatches():
         M.model_from_weights([1, 2])
 
 
+def test_model_from_weights_pizza_with_zero_qk():
+    """A constant-attention model stored with ~0 W_Q/W_K (as Zhong et al.'s code keeps them)."""
+    src = HookedTransformer(M.clock_pizza_config("constant", p=7, d_model=16, n_heads=2, d_head=8, d_mlp=32))
+    arrays = {k: v.numpy() for k, v in src.state_dict().items()}
+    zero = np.zeros((2, 16, 8), dtype=np.float32)
+    arrays.update({"blocks.0.attn.W_Q": zero, "blocks.0.attn.W_K": zero})
+    tokens = M.all_pairs(7, "pair")[0]
+    # read as normal attention: uniform softmax = the mean convention, and a warning says so
+    with pytest.warns(UserWarning, match="~0"):
+        normal = M.model_from_weights(arrays)
+    assert normal.cfg.attention_mode == "normal"
+    assert torch.allclose(normal(tokens), src(tokens), atol=1e-6)
+    # the override drops Q/K instead of refusing them; "sum" doubles the attention output at b
+    summed = M.model_from_weights(arrays, attention_mode="constant", constant_attention="sum")
+    assert summed.cfg.constant_attention == "sum" and not hasattr(summed.blocks[0].attn, "W_Q")
+    assert not torch.allclose(summed(tokens), src(tokens), atol=1e-3)
+    halved = dict(arrays, **{"blocks.0.attn.W_V": arrays["blocks.0.attn.W_V"] / 2})
+    converted = M.model_from_weights(halved, attention_mode="constant", constant_attention="sum")
+    assert torch.allclose(converted(tokens)[:, -1], src(tokens)[:, -1], atol=1e-5)  # exact at the read position
+    # Q/K that are not ~0 are dropped with a warning when constant attention is asked for
+    loud = dict(arrays, **{"blocks.0.attn.W_Q": np.ones((2, 16, 8), dtype=np.float32)})
+    with pytest.warns(UserWarning, match="not ~0"):
+        M.model_from_weights(loud, attention_mode="constant")
+
+
 # ---------------------------------------------------------------------------
 # Training, phases, recipes
 # ---------------------------------------------------------------------------
@@ -526,3 +551,109 @@ def test_shipped_clock_pizza_models():
         gs_normal.append(n["grad_symmetricity"])
         di_normal.append(n["distance_irrelevance"])
     assert any(g <= 0.7 and d >= 0.6 for g, d in zip(gs_normal, di_normal)), (gs_normal, di_normal)
+
+
+# ---------------------------------------------------------------------------
+# Circularity, logit fits, where the multiplication happens, long runs
+# ---------------------------------------------------------------------------
+def test_circularity_waves_and_noise():
+    p = 13
+    t = np.arange(p)
+    waves = np.stack([3 * np.cos(2 * np.pi * 2 * t / p), 2 * np.sin(2 * np.pi * 2 * t / p)], 1)
+    assert np.allclose(M.circularity(waves, n_components=2), 1.0)
+    noise = np.random.default_rng(0).normal(size=(p, 8))
+    assert M.circularity(noise).mean() < 0.7            # a random function spreads over frequencies
+    with pytest.raises(ValueError, match="n_components"):
+        M.circularity(waves, n_components=3)
+
+
+def test_formula_fits_on_ideal_circles():
+    p, k = 13, 3
+    a, b, c = np.ogrid[:p, :p, :p]
+    clock = np.broadcast_to(np.cos(2 * np.pi * k * (a + b - c) / p), (p, p, p))
+    pizza = np.broadcast_to(M._pizza_term(p, k), (p, p, p))
+    fc, fp = M._formula_fve(5 * clock + 2.0, k), M._formula_fve(3 * pizza, k)
+    assert fc["clock"] == pytest.approx(1, abs=1e-12) and fp["pizza"] == pytest.approx(1, abs=1e-12)
+    assert fc["pizza"] < 0.9 and fp["clock"] < 0.9            # the formulas overlap, but neither is the other
+    assert fc["pizza"] == pytest.approx(fp["clock"], abs=1e-12)  # one correlation, squared, both ways
+
+
+def test_clock_pizza_logit_fit_on_a_model():
+    p = 13
+    model = HookedTransformer(M.clock_pizza_config("constant", p=p, d_model=16, n_heads=2, d_head=8, d_mlp=32))
+    fit = M.clock_pizza_logit_fit(model, [2, 5])
+    assert fit["freqs"] == [2, 5] and fit["weight"].sum() == pytest.approx(1.0)
+    assert ((0 <= fit["clock"]) & (fit["clock"] <= 1)).all() and ((0 <= fit["pizza"]) & (fit["pizza"] <= 1)).all()
+    # the first circle by hand: isolate frequency 2 in the embedding and fit
+    B = M.fourier_basis(p).float()[[0, 3, 4]]
+    probe = HookedTransformer(model.cfg)
+    probe.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        probe.embed.W_E[:p] = B.T @ (B @ model.W_E[:p])
+    assert fit["clock"][0] == pytest.approx(M._formula_fve(M.logit_tensor(probe), 2)["clock"], rel=1e-9)
+    with pytest.raises(TypeError, match="HookedTransformer"):
+        M.clock_pizza_logit_fit(np.zeros((p, p, p)), [2])
+
+
+def test_attention_to_inputs_and_neuron_terms():
+    p = 11
+    model = HookedTransformer(M.canonical_config(p=p, d_model=16, n_heads=2, d_head=8, d_mlp=32))
+    att = M.attention_to_inputs(model)
+    assert att.shape == (p, p, 2, 3) and np.allclose(att.sum(-1), 1)
+    const = HookedTransformer(M.clock_pizza_config("constant", p=p, d_model=16, n_heads=2, d_head=8, d_mlp=32))
+    assert np.allclose(M.attention_to_inputs(const), 0.5)
+    a = np.arange(p)[:, None]
+    b = np.arange(p)[None, :]
+    w = 2 * np.pi * 4 / p
+    lin = np.cos(w * a) + 0.5 * np.sin(w * b)
+    prod = np.cos(w * a) * np.cos(w * b)
+    other = np.cos(2 * np.pi * 1 * a / p) + 0 * b
+    fve = M.neuron_term_fve(np.stack([lin, prod, lin + prod, other], -1), [4, 4, 4, 4])
+    assert np.allclose(fve[:3], [[1, 0], [0, 1], [0.5 * 1.25 / (0.5 * 1.25 + 0.25), 0.25 / (0.5 * 1.25 + 0.25)]])
+    assert np.allclose(fve[3], 0)          # all of its variance is at another frequency
+    assert np.isnan(M.neuron_term_fve(lin[..., None], [-1])).all()
+    with pytest.raises(ValueError, match="one entry per neuron"):
+        M.neuron_term_fve(np.stack([lin, prod], -1), [4])
+
+
+def test_unembed_by_cluster_and_fourier_ablations():
+    p = 11
+    model = HookedTransformer(M.clock_pizza_config("normal", p=p, d_model=16, n_heads=2, d_head=8, d_mlp=32))
+    cl = M.neuron_clusters(model, threshold=0.01)
+    freqs, shares = M.unembed_fourier_by_cluster(model, cl)
+    assert freqs == sorted(cl.clusters) and np.allclose(shares.sum(1), 1)
+    ab = M.fourier_ablation_losses(model, [1, 2])
+    assert set(ab) == {"full"} | {(w, m) for w in ("embedding", "neurons", "logits") for m in ("keep", "remove")}
+    L = M.logit_tensor(model)
+    assert ab["logits", "keep"] == pytest.approx(M.restricted_loss(L, [1, 2]))
+    # keeping every frequency of the embedding changes nothing; removing every one leaves only the constant
+    everything = list(range(1, (p - 1) // 2 + 1))
+    full = M.fourier_ablation_losses(model, everything)
+    assert full["embedding", "keep"] == pytest.approx(full["full"], abs=1e-5)
+    spec = M.unembedding_spectrum(model)
+    assert spec.shape == ((p - 1) // 2 + 1,)
+    assert np.allclose((spec ** 2).sum(), (model.W_U.detach().double().numpy() ** 2).sum())
+
+
+def test_long_run_names_and_recipes():
+    assert M.clock_pizza_long_name("normal", 1) == "modadd_p59_normal_long_s1"
+    for att in ("normal", "constant"):
+        for s in M.LONG_RUN_SEEDS:
+            assert M.clock_pizza_long_name(att, s) in store.recipes()
+    with pytest.raises(ValueError, match="exceed"):
+        M.train_clock_pizza_long("constant", seed=0, steps=100)
+
+
+@pytest.mark.skipif(not all(store.exists(M.clock_pizza_long_name(a, s)) for a in ("normal", "constant")
+                            for s in M.LONG_RUN_SEEDS), reason="long clock/pizza checkpoints not built")
+def test_shipped_long_runs_continue_the_3000_step_histories():
+    for att in ("normal", "constant"):
+        for s in M.LONG_RUN_SEEDS:
+            ck = store.load(M.clock_pizza_long_name(att, s))
+            base = store.load(M.clock_pizza_name(att, s))
+            h = ck.history
+            assert ck.manifest["steps"] == M.LONG_RUN_STEPS and h["step"][-1] == M.LONG_RUN_STEPS
+            n = len(base.history["step"])
+            assert h["step"][:n] == base.history["step"] and h["test_loss"][:n] == base.history["test_loss"]
+            assert all(np.diff(h["step"]) > 0) and ck.metrics["test_acc"] == 1.0
+            assert not np.isnan(h["grad_symmetricity"][n:]).any()     # logged at every continuation row

@@ -191,6 +191,27 @@ def test_constant_attention_is_exactly_uniform():
         model.W_Q
 
 
+def test_constant_attention_sum_convention_adds_the_values():
+    mean = HookedTransformer(small(attention_mode="constant"))
+    summed = HookedTransformer(small(attention_mode="constant", constant_attention="sum"))
+    summed.load_state_dict(mean.state_dict())
+    toks = tokens_for(mean.cfg)
+    _, cm = mean.run_with_cache(toks)
+    _, cs = summed.run_with_cache(toks)
+    pat = cs["pattern", 0]
+    for i in range(P):
+        assert torch.all(pat[:, :, i, : i + 1] == 1.0) and torch.all(pat[:, :, i, i + 1:] == 0)
+    # layer 0 sees the same input, so its z is (i + 1) times the mean convention's
+    scale = torch.arange(1, P + 1, dtype=torch.float32)[None, :, None, None]
+    assert torch.allclose(cs["z", 0], cm["z", 0] * scale, atol=1e-5)
+    # the default is "mean", and it is validated
+    assert small(attention_mode="constant").constant_attention == "mean"
+    with pytest.raises(ValueError, match="constant_attention"):
+        small(attention_mode="constant", constant_attention="average")
+    cfg = small(attention_mode="constant", constant_attention="sum")
+    assert TransformerConfig.from_dict(cfg.to_dict()) == cfg
+
+
 def test_same_seed_same_weights_and_losses():
     from helpers.training import cross_entropy, train
 
