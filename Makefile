@@ -54,7 +54,7 @@ lint: venv
 REPRO_CAPABILITY ?= default
 
 test: vendor
-	$(BIN)/python -m pytest -q -m "not html" --cov=helpers --cov-report=term --cov-fail-under=85
+	$(BIN)/python -m pytest -q -m "not html" --cov=helpers --cov-report=term --cov-fail-under=90
 	ATEN_CPU_CAPABILITY=$(REPRO_CAPABILITY) $(BIN)/python -m pytest -q -m repro
 	rm -rf _build
 	$(MAKE) --no-print-directory build-html
