@@ -89,6 +89,16 @@ def _as_np(x, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be an array of numbers, got {type(x).__name__}") from e
 
 
+def _pre_grid(pre) -> np.ndarray:
+    """Pre-activations over all inputs as ``[p, p, d_mlp]`` (one neuron ``[p, p]`` gets a last axis)."""
+    x = _as_np(pre, "pre")
+    if x.ndim == 2:
+        x = x[..., None]
+    if x.ndim != 3 or x.shape[0] != x.shape[1]:
+        raise ValueError(f"pre must have shape [p, p, d_mlp] or [p, p], got {x.shape}")
+    return x
+
+
 def _check_p(p) -> int:
     if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 3 or p % 2 == 0:
         raise ValueError(f"p must be an odd int >= 3, got {p!r}")
@@ -394,11 +404,7 @@ def fit_neurons(pre) -> NeuronFit:
 
     Not named on chapter 5's page: a building block of the functions, recipes or checks behind it.
     """
-    x = _as_np(pre, "pre")
-    if x.ndim == 2:
-        x = x[..., None]
-    if x.ndim != 3 or x.shape[0] != x.shape[1]:
-        raise ValueError(f"pre must have shape [p, p, d_mlp] or [p, p], got {x.shape}")
+    x = _pre_grid(pre)
     p = _check_p(x.shape[0])
     const = x.mean((0, 1))
     total_ss = ((x - const) ** 2).sum((0, 1))
@@ -625,11 +631,7 @@ def nonadditive_share(pre) -> np.ndarray:
 
     Not named on chapter 5's page: a building block of the functions, recipes or checks behind it.
     """
-    x = _as_np(pre, "pre")
-    if x.ndim == 2:
-        x = x[..., None]
-    if x.ndim != 3 or x.shape[0] != x.shape[1]:
-        raise ValueError(f"pre must have shape [p, p, d_mlp] or [p, p], got {x.shape}")
+    x = _pre_grid(pre)
     inter = x - x.mean(0, keepdims=True) - x.mean(1, keepdims=True) + x.mean((0, 1), keepdims=True)
     total = ((x - x.mean((0, 1))) ** 2).sum((0, 1))
     return np.where(total > 0, (inter ** 2).sum((0, 1)) / np.where(total > 0, total, 1.0), 0.0)

@@ -18,30 +18,6 @@ from helpers.transformer import HookedTransformer, TransformerConfig
 # ---------------------------------------------------------------------------
 # Fixtures
 # ---------------------------------------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: one thread is fastest, and far faster than two on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def hand():
-    return C.induction_head_model(d_vocab=32, n_ctx=64)
-
-
-@pytest.fixture(scope="module")
-def trained():
-    return store.load("induction_2l").model
-
-
-@pytest.fixture(scope="module")
-def eval_data():
-    return C.repeated_tokens(1000, 20, 48, seed=123)
-
-
 @pytest.fixture(scope="module")
 def trained_scores(trained, eval_data):
     return C.head_scores(trained, eval_data[:300])

@@ -5,32 +5,8 @@ import pytest
 import torch
 
 from helpers import circuits as C
-from helpers import store
 from helpers.exercises import ch3
 from helpers.transformer import HookedTransformer, TransformerConfig
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def hand():
-    return C.induction_head_model(d_vocab=32, n_ctx=64)
-
-
-@pytest.fixture(scope="module")
-def trained():
-    return store.load("induction_2l").model
-
-
-@pytest.fixture(scope="module")
-def eval_data():
-    return C.repeated_tokens(1000, 20, 48, seed=123)
 
 
 def tiny_model(seed=0, n_layers=2, **kw):
