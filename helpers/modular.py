@@ -1579,35 +1579,46 @@ _register_clock_pizza()
 # ---------------------------------------------------------------------------
 # Long clock/pizza runs: do the metrics settle?
 # ---------------------------------------------------------------------------
-LONG_RUN_STEPS = 6000
-"""Total steps of the shipped long clock/pizza runs (Zhong et al. train 20,000 epochs; full batch, so steps = epochs)."""
+LONG_RUN_STAGES = (6000, 9000)
+"""Step counts of the shipped long clock/pizza checkpoints, each continuing the one before.
+
+The first stage continues the 3,000-step family run; each later stage
+continues the previous stage's checkpoint. Zhong et al. train 20,000 epochs
+(full batch, so steps = epochs); 20,000 steps for four runs is about 100
+CPU-minutes here, over this book's training budget, so the runs stop at the
+last stage."""
+
+LONG_RUN_STEPS = LONG_RUN_STAGES[-1]
+"""Total steps of the longest shipped clock/pizza runs."""
 
 LONG_RUN_SEEDS = (0, 1)
 
 
-def train_clock_pizza_long(attention: str = "normal", seed: int = 0, steps: int = LONG_RUN_STEPS,
-                           log_every: int = 250, n_triples: int = 2000, progress: bool | None = False):
-    """Train a shipped 3,000-step clock/pizza model on to ``steps`` steps in all.
+def train_clock_pizza_long(attention: str = "normal", seed: int = 0, steps: int = LONG_RUN_STAGES[0],
+                           log_every: int = 250, n_triples: int = 2000, base_name: str | None = None,
+                           progress: bool | None = False):
+    """Train a shipped clock/pizza model on to ``steps`` steps in all.
 
-    Loads ``clock_pizza_name(attention, seed)`` (trained by
-    :func:`train_clock_pizza`) and continues with the same data and optimiser
-    settings; the AdamW moments are not stored with a checkpoint, so they
-    restart from zero (with the 10-step warm-up). The returned history is the
-    shipped run's (every 100 steps to 3,000) followed by the continuation's
-    (every ``log_every`` steps), with ``grad_symmetricity`` at every
-    continuation row: estimated from ``n_triples`` sampled triples (seed 0),
-    exact (all ``p^3`` triples) at the last step. ``restricted_loss`` and
-    ``excluded_loss`` use each part's own final key frequencies. No snapshots
-    are kept. Returns ``(model, TrainResult)``.
+    Loads ``base_name`` (default ``clock_pizza_name(attention, seed)``, the
+    3,000-step run of :func:`train_clock_pizza`; the later stages pass the
+    previous stage's ``clock_pizza_long_name``) and continues with the same
+    data and optimiser settings; the AdamW moments are not stored with a
+    checkpoint, so they restart from zero (with the 10-step warm-up) at the
+    start of each continuation. The returned history is the base run's
+    followed by the continuation's (every ``log_every`` steps), with
+    ``grad_symmetricity`` at every continuation row: estimated from
+    ``n_triples`` sampled triples (seed 0), exact (all ``p^3`` triples) at the
+    last step. ``restricted_loss`` and ``excluded_loss`` use each part's own
+    final key frequencies. No snapshots are kept. Returns ``(model, TrainResult)``.
 
     Trains chapter 4's long-run checkpoints (``clock_pizza_long_name``).
     """
     from helpers import store
 
-    base = store.load(clock_pizza_name(attention, seed))
+    base = store.load(base_name if base_name is not None else clock_pizza_name(attention, seed))
     start = int(base.manifest["steps"])
     if steps <= start:
-        raise ValueError(f"steps must exceed the shipped run's {start} steps, got {steps}")
+        raise ValueError(f"steps must exceed the base run's {start} steps, got {steps}")
     model = base.model
     t = CLOCK_PIZZA_TRAINING
     data = make_data(model.cfg.d_vocab_out, t["frac_train"], seed=seed, layout="pair")
@@ -1639,30 +1650,42 @@ def train_clock_pizza_long(attention: str = "normal", seed: int = 0, steps: int 
     return model, result
 
 
-def clock_pizza_long_name(attention: str, seed: int) -> str:
+def clock_pizza_long_name(attention: str, seed: int, steps: int = LONG_RUN_STAGES[0]) -> str:
     """Checkpoint name of a long clock/pizza run, e.g. ``modadd_p59_normal_long_s0``.
+
+    ``steps`` is one of :data:`LONG_RUN_STAGES`: the first stage (6,000 steps)
+    is ``..._long_s<seed>``, a later one ``..._long<steps>_s<seed>``
+    (``modadd_p59_normal_long9000_s0``).
 
     Used in chapter 4.
     """
-    return clock_pizza_name(attention, seed).replace(f"_s{int(seed)}", f"_long_s{int(seed)}")
+    if steps not in LONG_RUN_STAGES:
+        raise ValueError(f"steps must be one of {LONG_RUN_STAGES}, got {steps!r}")
+    tag = "_long" if steps == LONG_RUN_STAGES[0] else f"_long{int(steps)}"
+    return clock_pizza_name(attention, seed).replace(f"_s{int(seed)}", f"{tag}_s{int(seed)}")
 
 
-def _clock_pizza_long_recipe(attention: str, s: int):
-    def fn(seed: int = s, steps: int = LONG_RUN_STEPS, progress: bool | None = False):
-        return train_clock_pizza_long(attention, seed=seed, steps=steps, progress=progress)
+def _clock_pizza_long_recipe(attention: str, s: int, stage: int):
+    total = LONG_RUN_STAGES[stage]
+    base = None if stage == 0 else clock_pizza_long_name(attention, s, LONG_RUN_STAGES[stage - 1])
 
-    fn.__doc__ = f"Zhong et al.'s p=59 model with {attention} attention, seed {s}, {LONG_RUN_STEPS} steps."
-    fn.__name__ = fn.__qualname__ = f"train_{clock_pizza_long_name(attention, s)}"
+    def fn(seed: int = s, steps: int = total, progress: bool | None = False):
+        return train_clock_pizza_long(attention, seed=seed, steps=steps, base_name=base, progress=progress)
+
+    fn.__doc__ = (f"Zhong et al.'s p=59 model with {attention} attention, seed {s}, {total} steps"
+                  + (f" (continues {base})." if base else "."))
+    fn.__name__ = fn.__qualname__ = f"train_{clock_pizza_long_name(attention, s, total)}"
     return fn
 
 
-for _attention in ("normal", "constant"):
-    for _s in LONG_RUN_SEEDS:
-        _fn = _clock_pizza_long_recipe(_attention, _s)
-        recipe(clock_pizza_long_name(_attention, _s), _fn.__doc__)(_fn)
-del _attention, _s, _fn
+for _stage in range(len(LONG_RUN_STAGES)):
+    for _attention in ("normal", "constant"):
+        for _s in LONG_RUN_SEEDS:
+            _fn = _clock_pizza_long_recipe(_attention, _s, _stage)
+            recipe(clock_pizza_long_name(_attention, _s, LONG_RUN_STAGES[_stage]), _fn.__doc__)(_fn)
+del _stage, _attention, _s, _fn
 
-__all__ += ["LONG_RUN_STEPS", "LONG_RUN_SEEDS", "train_clock_pizza_long", "clock_pizza_long_name"]
+__all__ += ["LONG_RUN_STAGES", "LONG_RUN_STEPS", "LONG_RUN_SEEDS", "train_clock_pizza_long", "clock_pizza_long_name"]
 
 
 # ---------------------------------------------------------------------------
@@ -1777,7 +1800,8 @@ def _formula_fve(L: np.ndarray, k: int) -> dict:
     return out
 
 
-def clock_pizza_logit_fit(model, key_freqs: Sequence[int], layout: str | None = None) -> dict:
+def clock_pizza_logit_fit(model, key_freqs: Sequence[int], layout: str | None = None,
+                          freeze_attention: bool = True) -> dict:
     """How well the clock formula and the pizza formula explain each circle's logits (Zhong et al.).
 
     For each key frequency ``k``, the circle is isolated: the embedding rows
@@ -1794,40 +1818,105 @@ def clock_pizza_logit_fit(model, key_freqs: Sequence[int], layout: str | None = 
     77% by the clock formula (the two overlap), an ideal clock the other
     way round.
 
+    With normal (softmax) attention the attention pattern is itself a
+    function of the whole embedding: isolating a circle in ``W_E`` would also
+    change *where* the model attends (for the pair layout, every pattern
+    computed from one circle's embedding), so the isolated circle would be
+    read through an attention the trained model never uses. With
+    ``freeze_attention=True`` (the default) each isolated run keeps the full
+    model's attention pattern (``hook_pattern`` patched from a clean run on
+    the same inputs), so only the values and the residual stream carry the
+    one circle: the circle's contribution given the model's own attention,
+    the frozen-pattern move of Elhage et al.'s framework. For constant
+    attention the pattern does not depend on the input, so both settings
+    give the same numbers; ``freeze_attention=False`` is the plain isolation
+    (what Zhong et al. describe for their constant-attention model A).
+
+    Isolating a circle in the embedding does not always isolate it in the
+    logits. In our normal-attention models a large share of an isolated
+    circle's logit variance sits at *other* output frequencies (neurons that
+    read one key frequency and write another), which neither formula has, so
+    both fits are low there whatever the circle computes. Both formulas live
+    at the circle's own output frequency and its third harmonic (the pizza
+    formula has 99.9% of its variance at ``k`` and ``3k``, the clock formula
+    100% at ``k``), so the ``*_own`` entries fit the part of the logits at
+    output frequencies ``k`` and ``3k`` (mod ``p``, folded) only; ``"own"`` is
+    that part's share of the circle's logit variance. The whole-variance
+    fits suit constant attention, where ``own`` is near 1; the own-frequency
+    fits say what each circle computes in either kind of model.
+
     Returns
     -------
     dict with ``"freqs"`` (list), ``"clock"``, ``"pizza"`` (numpy arrays
     [K], share of the isolated circle's logit variance explained),
-    ``"weight"`` (each circle's share of the summed logit variance) and
-    ``"clock_mean"``, ``"pizza_mean"`` (the shares averaged with those weights).
+    ``"own"``, ``"clock_own"``, ``"pizza_own"`` ([K]: the own-frequency share
+    and the fits on that part), ``"weight"`` (each circle's share of the
+    summed logit variance) and ``"clock_mean"``, ``"pizza_mean"``,
+    ``"own_mean"``, ``"clock_own_mean"``, ``"pizza_own_mean"`` (averages with
+    those weights).
 
     Used in chapter 4.
     """
     if not isinstance(model, HookedTransformer):
         raise TypeError(f"model must be a HookedTransformer (circles are isolated in its embedding), "
                         f"got {type(model).__name__}")
+    if not isinstance(freeze_attention, bool):
+        raise TypeError(f"freeze_attention must be a bool, got {type(freeze_attention).__name__}")
     p, _ = task_of(model, layout)
     freqs = _check_freqs(key_freqs, p)
     B = fourier_basis(p).to(dtype=model.W_E.dtype, device=model.W_E.device)
     W = model.W_E.detach()
     probe = copy.deepcopy(model)
-    fits = {"clock": [], "pizza": []}
+    hooks = []
+    if freeze_attention:
+        _, tokens = _all_tokens(model, layout)
+        names = [act_name("pattern", layer) for layer in range(model.cfg.n_layers)]
+        with torch.no_grad(), eval_mode(model):
+            _, cache = model.run_with_cache(tokens, names_filter=names, read_positions=[-1])
+        frozen = {name: cache[name] for name in names}
+
+        def put_back(pattern, hook):
+            return frozen[hook.name]
+
+        hooks = [(name, put_back) for name in names]
+    fits = {"clock": [], "pizza": [], "own": [], "clock_own": [], "pizza_own": []}
     var = []
     for k in freqs:
         Bk = B[[0, 2 * k - 1, 2 * k]]
         with torch.no_grad():
             probe.embed.W_E[:p] = Bk.T @ (Bk @ W[:p])
-        L = logit_tensor(probe, layout)
+        with probe.hooks(hooks):
+            L = logit_tensor(probe, layout)
         one = _formula_fve(L, k)
         var.append(one["variance"])
-        for name in fits:
+        L_own = _keep_output_freqs(L, {k, _fold_freq(3 * k, p)})
+        own = _formula_fve(L_own, k)
+        fits["own"].append(own["variance"] / one["variance"] if one["variance"] > 0 else 0.0)
+        for name in ("clock", "pizza"):
             fits[name].append(one[name])
+            fits[name + "_own"].append(own[name])
     var = np.array(var)
     weight = var / var.sum() if var.sum() > 0 else np.zeros_like(var)
-    out = {"freqs": freqs, "clock": np.array(fits["clock"]), "pizza": np.array(fits["pizza"]), "weight": weight}
-    out["clock_mean"] = float(weight @ out["clock"])
-    out["pizza_mean"] = float(weight @ out["pizza"])
+    out = {"freqs": freqs, **{name: np.array(v) for name, v in fits.items()}, "weight": weight}
+    for name in fits:
+        out[name + "_mean"] = float(weight @ out[name])
     return out
+
+
+def _fold_freq(j: int, p: int) -> int:
+    """Frequency ``j`` mod ``p`` folded into ``0..(p-1)/2`` (cos and sin of ``-j`` are those of ``j``)."""
+    j %= p
+    return min(j, p - j)
+
+
+def _keep_output_freqs(L: np.ndarray, freqs) -> np.ndarray:
+    """``L [a, b, c]`` centred over ``c`` with only the given frequencies of ``c`` kept."""
+    p = L.shape[-1]
+    F = np.fft.rfft(L - L.mean(-1, keepdims=True), axis=-1)
+    keep = np.zeros(F.shape[-1], dtype=bool)
+    keep[sorted(int(f) for f in freqs)] = True
+    F[..., ~keep] = 0
+    return np.fft.irfft(F, n=p, axis=-1)
 
 
 # ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import torch
 
 from helpers import modular as M
 from helpers import store
-from helpers.transformer import HookedTransformer, TransformerConfig
+from helpers.transformer import HookedTransformer, TransformerConfig, act_name
 
 P = 11
 
@@ -591,8 +591,47 @@ def test_clock_pizza_logit_fit_on_a_model():
     with torch.no_grad():
         probe.embed.W_E[:p] = B.T @ (B @ model.W_E[:p])
     assert fit["clock"][0] == pytest.approx(M._formula_fve(M.logit_tensor(probe), 2)["clock"], rel=1e-9)
+    # constant attention: the pattern does not depend on the input, so freezing it changes nothing
+    plain = M.clock_pizza_logit_fit(model, [2, 5], freeze_attention=False)
+    assert np.allclose(plain["clock"], fit["clock"], atol=1e-9) and np.allclose(plain["pizza_own"], fit["pizza_own"])
+    assert ((0 <= fit["own"]) & (fit["own"] <= 1 + 1e-9)).all()
     with pytest.raises(TypeError, match="HookedTransformer"):
         M.clock_pizza_logit_fit(np.zeros((p, p, p)), [2])
+    with pytest.raises(TypeError, match="freeze_attention"):
+        M.clock_pizza_logit_fit(model, [2], freeze_attention="yes")
+
+
+def test_logit_fit_freezes_softmax_attention():
+    p = 11
+    model = HookedTransformer(M.clock_pizza_config("normal", p=p, d_model=16, n_heads=2, d_head=8, d_mlp=32, seed=1))
+    frozen, plain = (M.clock_pizza_logit_fit(model, [3], freeze_attention=f) for f in (True, False))
+    # by hand: the isolated circle run with the full model's attention pattern patched in
+    name = act_name("pattern", 0)
+    _, tokens = M._all_tokens(model)
+    _, cache = model.run_with_cache(tokens, names_filter=name, read_positions=[-1])
+    B = M.fourier_basis(p).float()[[0, 5, 6]]
+    probe = HookedTransformer(model.cfg)
+    probe.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        probe.embed.W_E[:p] = B.T @ (B @ model.W_E[:p])
+    with probe.hooks([(name, lambda x, hook: cache[name])]):
+        L = M.logit_tensor(probe)
+    assert frozen["clock"][0] == pytest.approx(M._formula_fve(L, 3)["clock"], rel=1e-9)
+    assert not np.isclose(frozen["clock"][0], plain["clock"][0], rtol=1e-6)   # softmax attention moves
+
+
+def test_own_frequency_part_of_the_logits():
+    p, k = 13, 4
+    a, b, c = np.ogrid[:p, :p, :p]
+    clock = np.broadcast_to(np.cos(2 * np.pi * k * (a + b - c) / p), (p, p, p))
+    leak = np.broadcast_to(np.cos(2 * np.pi * 5 * c / p) * np.cos(2 * np.pi * k * a / p), (p, p, p))
+    kept = M._keep_output_freqs(clock + leak, {k, M._fold_freq(3 * k, p)})
+    assert np.allclose(kept, clock, atol=1e-12)                  # the other output frequency is dropped
+    assert M._fold_freq(3 * k, p) == 1 and M._fold_freq(-2, p) == 2
+    pizza = np.broadcast_to(M._pizza_term(p, k), (p, p, p))
+    own = M._keep_output_freqs(pizza, {k, M._fold_freq(3 * k, p)})
+    centred = pizza - pizza.mean(-1, keepdims=True)
+    assert (own ** 2).sum() / (centred ** 2).sum() > 0.99        # the pizza formula lives at k and 3k
 
 
 def test_attention_to_inputs_and_neuron_terms():
@@ -637,22 +676,36 @@ def test_unembed_by_cluster_and_fourier_ablations():
 
 def test_long_run_names_and_recipes():
     assert M.clock_pizza_long_name("normal", 1) == "modadd_p59_normal_long_s1"
+    assert M.LONG_RUN_STEPS == M.LONG_RUN_STAGES[-1] and list(M.LONG_RUN_STAGES) == sorted(M.LONG_RUN_STAGES)
+    last = M.clock_pizza_long_name("constant", 0, M.LONG_RUN_STEPS)
+    assert last == f"modadd_p59_constant_long{M.LONG_RUN_STEPS}_s0" and len(M.LONG_RUN_STAGES) > 1
     for att in ("normal", "constant"):
         for s in M.LONG_RUN_SEEDS:
-            assert M.clock_pizza_long_name(att, s) in store.recipes()
+            for steps in M.LONG_RUN_STAGES:
+                assert M.clock_pizza_long_name(att, s, steps) in store.recipes()
     with pytest.raises(ValueError, match="exceed"):
         M.train_clock_pizza_long("constant", seed=0, steps=100)
+    with pytest.raises(ValueError, match="one of"):
+        M.clock_pizza_long_name("normal", 0, 7000)
 
 
-@pytest.mark.skipif(not all(store.exists(M.clock_pizza_long_name(a, s)) for a in ("normal", "constant")
-                            for s in M.LONG_RUN_SEEDS), reason="long clock/pizza checkpoints not built")
-def test_shipped_long_runs_continue_the_3000_step_histories():
+def _shipped(steps):
+    return all(store.exists(M.clock_pizza_long_name(a, s, steps)) for a in ("normal", "constant")
+               for s in M.LONG_RUN_SEEDS)
+
+
+@pytest.mark.parametrize("stage", range(len(M.LONG_RUN_STAGES)))
+def test_shipped_long_runs_continue_the_previous_histories(stage):
+    steps = M.LONG_RUN_STAGES[stage]
+    if not _shipped(steps):
+        pytest.skip(f"long clock/pizza checkpoints to {steps} steps not built")
     for att in ("normal", "constant"):
         for s in M.LONG_RUN_SEEDS:
-            ck = store.load(M.clock_pizza_long_name(att, s))
-            base = store.load(M.clock_pizza_name(att, s))
+            ck = store.load(M.clock_pizza_long_name(att, s, steps))
+            prev = M.clock_pizza_name(att, s) if stage == 0 else M.clock_pizza_long_name(att, s, M.LONG_RUN_STAGES[stage - 1])
+            base = store.load(prev)
             h = ck.history
-            assert ck.manifest["steps"] == M.LONG_RUN_STEPS and h["step"][-1] == M.LONG_RUN_STEPS
+            assert ck.manifest["steps"] == steps and h["step"][-1] == steps
             n = len(base.history["step"])
             assert h["step"][:n] == base.history["step"] and h["test_loss"][:n] == base.history["test_loss"]
             assert all(np.diff(h["step"]) > 0) and ck.metrics["test_acc"] == 1.0
