@@ -1829,14 +1829,17 @@ def clock_pizza_logit_fit(model, key_freqs: Sequence[int], layout: str | None = 
     one circle: the circle's contribution given the model's own attention,
     the frozen-pattern move of Elhage et al.'s framework. For constant
     attention the pattern does not depend on the input, so both settings
-    give the same numbers; ``freeze_attention=False`` is the plain isolation
-    (what Zhong et al. describe for their constant-attention model A).
+    give the same numbers; ``freeze_attention=False`` is the plain isolation.
+    On chapter 4's normal-attention models freezing moves the fits by less
+    than 0.02: the pattern is not why the whole-logit fits are low there (see
+    the next paragraph).
 
     Isolating a circle in the embedding does not always isolate it in the
     logits. In our normal-attention models a large share of an isolated
-    circle's logit variance sits at *other* output frequencies (neurons that
-    read one key frequency and write another), which neither formula has, so
-    both fits are low there whatever the circle computes. Both formulas live
+    circle's logit variance sits at *other* output frequencies (a
+    cross-frequency term; freezing the attention pattern does not remove it,
+    and we have not traced which neurons write it), which neither formula
+    has, so both fits are low there whatever the circle computes. Both formulas live
     at the circle's own output frequency and its third harmonic (the pizza
     formula has 99.9% of its variance at ``k`` and ``3k``, the clock formula
     100% at ``k``), so the ``*_own`` entries fit the part of the logits at
