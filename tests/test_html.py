@@ -176,3 +176,50 @@ def test_page_in_browser(page, server, browser):
     assert report["widgets"] == 0, f"{page}: {report['widgets']} widget controls in the static HTML (show the static twin)"
     assert not report["numpyRepr"], f"{page}: a number is shown as a numpy repr such as np.float64(...)"
     assert not phone_overflow, f"{page}: the page scrolls sideways at 390 px"
+
+
+def _visible(pg, selector: str):
+    return [b for b in pg.query_selector_all(selector) if b.is_visible()]
+
+
+@pytest.mark.parametrize("width", [390, 900])
+def test_drawers_open_on_narrow_screens(width, server, browser):
+    """☰ opens the chapter list and ☷ the page contents below 992 px (_static/reader-nav.js)."""
+    ctx = browser.new_context(viewport={"width": width, "height": 844})
+    pg = ctx.new_page()
+    pg.goto(f"{server}/book/03_induction_heads.html", wait_until="load")
+    pg.wait_for_timeout(300)
+    for kind, dialog, min_links in (("primary", "pst-primary-sidebar-modal", 5),
+                                    ("secondary", "pst-secondary-sidebar-modal", 3)):
+        buttons = _visible(pg, f".{kind}-toggle")
+        assert buttons, f"no visible .{kind}-toggle at {width} px"
+        buttons[0].click()
+        pg.wait_for_timeout(200)
+        state = pg.evaluate(
+            """(id) => { const d = document.getElementById(id);
+                return {open: d.open, links: [...d.querySelectorAll('a')]
+                        .filter(a => a.getBoundingClientRect().width > 0).length}; }""", dialog)
+        assert state["open"] and state["links"] >= min_links, f"{kind} toggle at {width} px: {state}"
+        pg.screenshot(path=str(SHOTS / f"nav_{kind}_{width}.png"))
+        pg.keyboard.press("Escape")
+        pg.wait_for_timeout(150)
+        assert not pg.evaluate(f"document.getElementById('{dialog}').open"), f"{kind} drawer did not close"
+    ctx.close()
+
+
+def test_primary_toggle_hides_sidebar_on_desktop(server, browser):
+    ctx = browser.new_context(viewport={"width": 1366, "height": 900})
+    pg = ctx.new_page()
+    pg.goto(f"{server}/book/03_induction_heads.html", wait_until="load")
+    pg.wait_for_timeout(300)
+    hidden = "document.getElementById('pst-primary-sidebar').classList.contains('pst-sidebar-hidden')"
+    toggle = _visible(pg, ".primary-toggle")
+    assert toggle, "no visible ☰ at 1366 px"
+    assert not pg.evaluate(hidden)
+    toggle[0].click()
+    pg.wait_for_timeout(200)
+    assert pg.evaluate(hidden), "☰ did not hide the chapter sidebar at 1366 px"
+    toggle[0].click()
+    pg.wait_for_timeout(200)
+    assert not pg.evaluate(hidden), "☰ did not bring the chapter sidebar back at 1366 px"
+    ctx.close()
