@@ -143,3 +143,36 @@ def test_run_yourself_script(i, tmp_path):
     if "attention_to_first" in SCRIPTS[i]:
         share = float(re.search(r"to the first: ([0-9.]+)", out.stdout).group(1))
         assert share > 0.9, "the trained toy head should attend to the first token"
+
+
+def _page_buttons(url: str) -> list[dict]:
+    from types import SimpleNamespace
+
+    reader = _load("reader", ROOT / "book" / "_ext" / "reader.py")
+    app = SimpleNamespace(
+        config=SimpleNamespace(html_theme_options={"repository_url": url, "repository_branch": "main"},
+                               reader_colab_branch="gh-pages"),
+        env=SimpleNamespace(reader_notebooks={"book/03_induction_heads"}))
+    context = {"header_buttons": [{"type": "group", "label": "download-buttons", "buttons": []}],
+               "pathto": lambda target, resource=0: "../" + target}
+    reader.add_buttons(app, "book/03_induction_heads", "page.html", context, None)
+    return context["header_buttons"]
+
+
+def _links(buttons):
+    for b in buttons:
+        yield from _links(b.get("buttons", []))
+        if b.get("type") == "link":
+            yield b["url"]
+
+
+def test_download_button_always_launch_buttons_only_with_a_repository():
+    for url in ("", "https://github.com/<owner>/<repo>"):
+        links = list(_links(_page_buttons(url)))
+        assert links == ["../notebooks/03_induction_heads.ipynb"], links
+    links = list(_links(_page_buttons("https://github.com/someone/interp-book")))
+    assert "https://mybinder.org/v2/gh/someone/interp-book/main?urlpath=lab/tree/notebooks/03_induction_heads.ipynb" \
+        in links
+    assert ("https://colab.research.google.com/github/someone/interp-book/blob/gh-pages/notebooks/"
+            "03_induction_heads.ipynb") in links
+    assert "https://github.com/someone/interp-book" in links
