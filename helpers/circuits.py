@@ -824,7 +824,7 @@ def head_pattern_explorer(model: HookedTransformer, data: RepeatData, static_hea
     names = ", ".join(f"L{l}H{h}" for l, h in statics)
     return interactive_figure(
         draw, {"head": [(f"L{l}H{h}", (l, h)) for l in range(L) for h in range(H)], "seq": range(len(data))},
-        static_values=[{"head": hd, "seq": static_seq} for hd in statics], figsize=(6.2, 5.6), ncols=2,
+        static_values=[{"head": hd, "seq": static_seq} for hd in statics], figsize=(6.2, 5.6), ncols=1,
         caption=f"{names} on sequence {static_seq}. Run this page in Jupyter to pick any head and sequence.")
 
 

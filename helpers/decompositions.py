@@ -7,15 +7,15 @@ in the tests and in one table of the chapter.
 Every decomposition has a matching ``*_reconstruct`` function, a parameter
 count (``*_n_params``) and a result type with ``.reconstruct()``:
 
-==================  =========================================  ==========================
-decomposition       model                                      result (a ``NamedTuple``)
-==================  =========================================  ==========================
-:func:`svd_truncate` ``M ~ U diag(S) Vh``                       :class:`TruncatedSVD`
-:func:`cp_als`       ``T ~ sum_r w_r a_r (x) b_r (x) c_r``      :class:`CPDecomposition`
-:func:`tucker_hosvd` ``T ~ G x1 U1 x2 U2 x3 U3``                :class:`TuckerDecomposition`
-:func:`tucker_hooi`  same, refined by alternating projections   :class:`TuckerDecomposition`
-:func:`tt_svd`       ``T[i,j,k] ~ G1[:,i,:] G2[:,j,:] G3[:,k,:]`` :class:`TensorTrain`
-==================  =========================================  ==========================
+====================  ============================================  ============================
+decomposition         model                                         result (a ``NamedTuple``)
+====================  ============================================  ============================
+:func:`svd_truncate`  ``M ~ U diag(S) Vh``                          :class:`TruncatedSVD`
+:func:`cp_als`        ``T ~ sum_r w_r a_r (x) b_r (x) c_r``         :class:`CPDecomposition`
+:func:`tucker_hosvd`  ``T ~ G x1 U1 x2 U2 x3 U3``                   :class:`TuckerDecomposition`
+:func:`tucker_hooi`   same, refined by alternating projections      :class:`TuckerDecomposition`
+:func:`tt_svd`        ``T[i,j,k] ~ G1[:,i,:] G2[:,j,:] G3[:,k,:]``  :class:`TensorTrain`
+====================  ============================================  ============================
 
 To compare them, :func:`rank_sweep` runs all four over a list of ranks and
 records each relative error and parameter count; :func:`first_exact_rank`,

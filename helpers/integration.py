@@ -646,12 +646,15 @@ def lens_summary(model: HookedTransformer) -> dict:
 
     Returns
     -------
-    dict with ``median_fve`` (median share of a neuron's variance explained by
-    its rotation fit), ``circ_corr`` (circular correlation of ``psi`` with ``2
-    phi``), ``resultant`` (mean resultant length of ``psi - 2 phi``, weighted by
-    ``m``), ``integral_acc`` (accuracy of the integral MLP alone on all ``p^2``
-    inputs), ``nonadditive`` (median :func:`nonadditive_share`), ``mlp_acc`` (the real MLP alone), ``rel_change`` (relative change of
-    the centred MLP logits), ``fit``, ``out``.
+    dict
+        ``median_fve`` (median share of a neuron's variance explained by its
+        rotation fit), ``circ_corr`` (circular correlation of ``psi`` with
+        ``2 phi``), ``resultant`` (mean resultant length of ``psi - 2 phi``,
+        weighted by ``m``), ``integral_acc`` (accuracy of the integral MLP
+        alone on all ``p^2`` inputs), ``nonadditive`` (median
+        :func:`nonadditive_share`), ``mlp_acc`` (the real MLP alone),
+        ``rel_change`` (relative change of the centred MLP logits), ``fit``,
+        ``out``.
 
     Used in chapter 5.
     """

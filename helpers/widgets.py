@@ -191,7 +191,7 @@ def pattern_explorer(model, tokens: torch.Tensor, layer: int = 0, n_static: int 
 
     n = min(n_static, tokens.shape[0])
     return interactive_figure(draw, {"seq": range(tokens.shape[0]), "head": list(range(model.cfg.n_heads))},
-                              static_values=[{"seq": i} for i in range(n)], figsize=(3.8, 3.3), ncols=min(n, 4),
+                              static_values=[{"seq": i} for i in range(n)], figsize=(3.8, 3.3), ncols=min(n, 2),
                               caption=f"Head 0 of layer {layer} on sequences 0-{n - 1}. Run this page in "
                                       "Jupyter to pick any sequence and head.")
 
