@@ -86,6 +86,7 @@ def _mini_book(tmp: Path, cell: str) -> Path:
     shutil.copytree(ROOT / "book" / "_ext", book / "book" / "_ext")
     shutil.copy(ROOT / "book" / "references.bib", book / "book" / "references.bib")
     (book / ".vendor").symlink_to(ROOT / ".vendor")
+    (book / "tools").symlink_to(ROOT / "tools")  # the build writes each page's .ipynb with tools/make_notebooks.py
     (book / "_toc.yml").write_text("format: jb-book\nroot: book/page\n")
     (book / "book" / "page.md").write_text(
         "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
