@@ -383,8 +383,25 @@ class HookPoint(nn.Module):
             x.register_hook(backward)
         return x
 
+    @property
+    def active(self) -> bool:
+        """Whether any forward or backward hook is attached (else the point is skipped)."""
+        return bool(self._fns or self._bwd_fns)
+
     def extra_repr(self) -> str:
         return self.name
+
+
+def _hook(point: HookPoint, x: torch.Tensor) -> torch.Tensor:
+    """``point(x)``, skipping the module call when no hook is attached (the usual case)."""
+    return point(x) if (point._fns or point._bwd_fns) else x
+
+
+def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ w (+ b)`` over the last axis as one matrix product, the bias added inside it."""
+    x2 = x.reshape(-1, x.shape[-1])
+    out = torch.addmm(b, x2, w) if b is not None else x2 @ w
+    return out.view(*x.shape[:-1], w.shape[-1])
 
 
 _ATTN_HOOKS = frozenset({"q", "k", "v", "z", "pattern", "attn_scores", "result"})
@@ -459,6 +476,9 @@ class Norm(nn.Module):
         self.hook_normalized = HookPoint()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "LN" and not self.hook_normalized.active:
+            # one fused kernel; equal to the explicit form below up to float rounding
+            return F.layer_norm(x, (x.shape[-1],), self.w, self.b, self.eps)
         if self.kind == "LN":
             x = x - x.mean(-1, keepdim=True)
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -494,37 +514,67 @@ class Attention(nn.Module):
         for name in names:
             setattr(self, name, HookPoint())
 
-    def _proj(self, x: torch.Tensor, name: str, wt) -> torch.Tensor:
-        out = torch.einsum("bpd,hde->bphe", x, wt(getattr(self, "W_" + name)))
-        bias = getattr(self, "b_" + name, None)
-        return out + bias if bias is not None else out
+    def _proj(self, x: torch.Tensor, names: str, wt) -> list[torch.Tensor]:
+        """Project ``x [batch, pos, d_model]`` by ``W_{n}`` for each letter ``n`` of ``names`` in ONE
+        matrix product; returns one ``[batch, pos, n_heads, d_head]`` view per letter."""
+        cfg = self.cfg
+        H, E = cfg.n_heads, cfg.d_head
+        ws = [wt(getattr(self, "W_" + n)).permute(1, 0, 2).reshape(cfg.d_model, H * E) for n in names]
+        w = ws[0] if len(ws) == 1 else torch.cat(ws, dim=1)
+        b = None
+        if cfg.attn_bias:
+            bs = [getattr(self, "b_" + n).reshape(H * E) for n in names]
+            b = bs[0] if len(bs) == 1 else torch.cat(bs)
+        out = _linear(x, w, b)
+        return list(out.view(*x.shape[:-1], len(names), H, E).unbind(-3))
+
+    def _fast(self) -> bool:
+        """No hook reads or edits q, k, v, scores, pattern or z: attention may be one fused kernel."""
+        return self.cfg.attention_mode == "normal" and not self.cfg.use_attn_result and not (
+            self.hook_q.active or self.hook_k.active or self.hook_v.active or self.hook_attn_scores.active
+            or self.hook_pattern.active or self.hook_z.active)
 
     def forward(self, x: torch.Tensor, query_idx: torch.Tensor | None = None) -> torch.Tensor:
         """x: [batch, pos, d_model] -> [batch, query_pos, d_model]."""
         cfg, wt = self.cfg, _WEIGHT_TRANSFORMS[self.cfg.weight_transform]
         n_pos = x.shape[1]
         allowed = self.causal_mask[:n_pos, :n_pos] if query_idx is None else self.causal_mask[query_idx, :n_pos]
-        v = self.hook_v(self._proj(x, "V", wt))
         if cfg.attention_mode == "normal":
-            xq = x if query_idx is None else x[:, query_idx]
-            q = self.hook_q(self._proj(xq, "Q", wt))
-            k = self.hook_k(self._proj(x, "K", wt))
-            scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(cfg.d_head)
-            scores = scores.masked_fill(~allowed, float("-inf"))  # keys in the future
-            scores = self.hook_attn_scores(scores)
-            pattern = torch.softmax(scores, dim=-1)
+            if query_idx is None:
+                q, k, v = self._proj(x, "QKV", wt)
+            else:
+                k, v = self._proj(x, "KV", wt)
+                (q,) = self._proj(x[:, query_idx], "Q", wt)
         else:
-            allowed = allowed.to(x.dtype)
-            if cfg.constant_attention == "mean":
-                allowed = allowed / allowed.sum(-1, keepdim=True)
-            pattern = allowed.expand(x.shape[0], cfg.n_heads, -1, -1)
-        pattern = self.hook_pattern(pattern)
-        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
+            (v,) = self._proj(x, "V", wt)
+        if self._fast():
+            # softmax(q k^T / sqrt(d_head)) v in one kernel; agrees with the explicit path to ~1e-6
+            z = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                attn_mask=None if query_idx is None else allowed, is_causal=query_idx is None,
+            ).transpose(1, 2)
+        else:
+            v = _hook(self.hook_v, v)
+            if cfg.attention_mode == "normal":
+                q = _hook(self.hook_q, q)
+                k = _hook(self.hook_k, k)
+                scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(cfg.d_head)
+                scores = scores.masked_fill(~allowed, float("-inf"))  # keys in the future
+                scores = _hook(self.hook_attn_scores, scores)
+                pattern = torch.softmax(scores, dim=-1)
+            else:
+                allowed = allowed.to(x.dtype)
+                if cfg.constant_attention == "mean":
+                    allowed = allowed / allowed.sum(-1, keepdim=True)
+                pattern = allowed.expand(x.shape[0], cfg.n_heads, -1, -1)
+            pattern = _hook(self.hook_pattern, pattern)
+            z = _hook(self.hook_z, torch.einsum("bhqk,bkhe->bqhe", pattern, v))
         if cfg.use_attn_result:
             out = self.hook_result(torch.einsum("bqhe,hed->bqhd", z, wt(self.W_O))).sum(2)
-        else:
-            out = torch.einsum("bqhe,hed->bqd", z, wt(self.W_O))
-        return out + self.b_O if cfg.attn_bias else out
+            return out + self.b_O if cfg.attn_bias else out
+        z = z.reshape(*z.shape[:2], cfg.n_heads * cfg.d_head)
+        return _linear(z, wt(self.W_O).reshape(cfg.n_heads * cfg.d_head, cfg.d_model),
+                       self.b_O if cfg.attn_bias else None)
 
 
 class MLP(nn.Module):
@@ -542,13 +592,14 @@ class MLP(nn.Module):
         self.act = ACTIVATIONS[cfg.act_fn]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        wt = _WEIGHT_TRANSFORMS[self.cfg.weight_transform]
-        pre = x @ wt(self.W_in)
-        if self.cfg.mlp_bias:
-            pre = pre + self.b_in
-        post = self.hook_post(self.act(self.hook_pre(pre)))
-        out = post @ wt(self.W_out)
-        return out + self.b_out if self.cfg.mlp_bias else out
+        cfg = self.cfg
+        wt = _WEIGHT_TRANSFORMS[cfg.weight_transform]
+        pre = _linear(x, wt(self.W_in), self.b_in if cfg.mlp_bias else None)
+        if cfg.act_fn == "relu" and not (self.hook_pre.active or self.hook_post.active):
+            post = pre.relu_()  # pre is a fresh product nobody else holds (ReLU's backward needs only its output)
+        else:
+            post = _hook(self.hook_post, self.act(_hook(self.hook_pre, pre)))
+        return _linear(post, wt(self.W_out), self.b_out if cfg.mlp_bias else None)
 
 
 class Block(nn.Module):
@@ -569,18 +620,26 @@ class Block(nn.Module):
             setattr(self, name, HookPoint())
 
     def forward(self, resid: torch.Tensor, query_idx: torch.Tensor | None = None) -> torch.Tensor:
-        resid = self.hook_resid_pre(resid)
+        resid = _hook(self.hook_resid_pre, resid)
         attn_in = self.ln1(resid) if self.cfg.normalization else resid
-        attn_out = self.hook_attn_out(self.attn(attn_in, query_idx))
+        attn_out = self.attn(attn_in, query_idx)
         if query_idx is not None:
             resid = resid[:, query_idx]
-        resid = resid + attn_out
+        resid = _residual_add(resid, attn_out, self.hook_attn_out)
         if self.cfg.attn_only:
-            return self.hook_resid_post(resid)
-        resid = self.hook_resid_mid(resid)
+            return _hook(self.hook_resid_post, resid)
+        resid = _hook(self.hook_resid_mid, resid)
         mlp_in = self.ln2(resid) if self.cfg.normalization else resid
-        resid = resid + self.hook_mlp_out(self.mlp(mlp_in))
-        return self.hook_resid_post(resid)
+        resid = _residual_add(resid, self.mlp(mlp_in), self.hook_mlp_out)
+        return _hook(self.hook_resid_post, resid)
+
+
+def _residual_add(resid: torch.Tensor, out: torch.Tensor, point: HookPoint) -> torch.Tensor:
+    """``resid + point(out)``; with no hook on ``point``, added in place into ``out`` (a fresh
+    sublayer output that no one else holds and whose gradient function does not need it)."""
+    if point.active:
+        return resid + point(out)
+    return out.add_(resid)
 
 
 # ---------------------------------------------------------------------------
@@ -830,11 +889,14 @@ class HookedTransformer(nn.Module):
         tokens = self._check_tokens(tokens)
         n_pos = tokens.shape[1]
         idx = self._check_positions(read_positions, n_pos)
-        resid = self.hook_embed(F.embedding(tokens, self.embed.W_E))
+        resid = _hook(self.hook_embed, F.embedding(tokens, self.embed.W_E))
         if self.cfg.positional_embedding == "learned":
-            # [batch, pos, d_model] as in TransformerLens, so a hook written for it edits the right axis
-            pos = self.hook_pos_embed(self.pos_embed.W_pos[:n_pos].expand(tokens.shape[0], -1, -1))
-            resid = resid + pos
+            if self.hook_embed.active or self.hook_pos_embed.active:
+                # [batch, pos, d_model] as in TransformerLens, so a hook written for it edits the right axis
+                pos = self.hook_pos_embed(self.pos_embed.W_pos[:n_pos].expand(tokens.shape[0], -1, -1))
+                resid = resid + pos
+            else:  # the embedding lookup is fresh and its backward needs only the token ids
+                resid = resid.add_(self.pos_embed.W_pos[:n_pos])
         last = len(self.blocks) - 1
         for layer, block in enumerate(self.blocks):
             resid = block(resid, idx if layer == last else None)
@@ -844,10 +906,7 @@ class HookedTransformer(nn.Module):
             resid = self.ln_final(resid)
         if return_type == "resid":
             return resid
-        logits = resid @ self.unembed.W_U
-        if self.cfg.unembed_bias:
-            logits = logits + self.unembed.b_U
-        return logits
+        return _linear(resid, self.unembed.W_U, self.unembed.b_U if self.cfg.unembed_bias else None)
 
     # -- hooks ---------------------------------------------------------------
     def _resolve(self, name) -> list[HookPoint]:
