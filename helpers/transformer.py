@@ -398,10 +398,15 @@ def _hook(point: HookPoint, x: torch.Tensor) -> torch.Tensor:
 
 
 def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """``x @ w (+ b)`` over the last axis as one matrix product, the bias added inside it."""
+    """``x @ w (+ b)`` over the last axis as one matrix product, the bias added inside it.
+
+    The result is reshaped with ``_unsafe_view`` (as ``torch.matmul`` does), so autograd sees a
+    fresh tensor, not a view of the product: the caller may add into it in place without autograd
+    replaying the view in the backward pass (a copy of the whole activation). This is safe because
+    no backward formula keeps the product itself (``addmm``/``mm`` keep their inputs)."""
     x2 = x.reshape(-1, x.shape[-1])
-    out = torch.addmm(b, x2, w) if b is not None else x2 @ w
-    return out.view(*x.shape[:-1], w.shape[-1])
+    out = torch.addmm(b, x2, w) if b is not None else torch.mm(x2, w)
+    return torch.ops.aten._unsafe_view(out, (*x.shape[:-1], w.shape[-1]))
 
 
 _ATTN_HOOKS = frozenset({"q", "k", "v", "z", "pattern", "attn_scores", "result"})
@@ -558,8 +563,9 @@ class Attention(nn.Module):
             if cfg.attention_mode == "normal":
                 q = _hook(self.hook_q, q)
                 k = _hook(self.hook_k, k)
-                scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(cfg.d_head)
-                scores = scores.masked_fill(~allowed, float("-inf"))  # keys in the future
+                # [batch, head, query, key]; the product is fresh, so scaled and masked in place
+                scores = (q.transpose(1, 2) @ k.permute(0, 2, 3, 1)).div_(math.sqrt(cfg.d_head))
+                scores = scores.masked_fill_(~allowed, float("-inf"))  # keys in the future
                 scores = _hook(self.hook_attn_scores, scores)
                 pattern = torch.softmax(scores, dim=-1)
             else:
@@ -568,7 +574,7 @@ class Attention(nn.Module):
                     allowed = allowed / allowed.sum(-1, keepdim=True)
                 pattern = allowed.expand(x.shape[0], cfg.n_heads, -1, -1)
             pattern = _hook(self.hook_pattern, pattern)
-            z = _hook(self.hook_z, torch.einsum("bhqk,bkhe->bqhe", pattern, v))
+            z = _hook(self.hook_z, (pattern @ v.transpose(1, 2)).transpose(1, 2))  # [batch, query, head, d_head]
         if cfg.use_attn_result:
             out = self.hook_result(torch.einsum("bqhe,hed->bqhd", z, wt(self.W_O))).sum(2)
             return out + self.b_O if cfg.attn_bias else out
@@ -889,13 +895,17 @@ class HookedTransformer(nn.Module):
         tokens = self._check_tokens(tokens)
         n_pos = tokens.shape[1]
         idx = self._check_positions(read_positions, n_pos)
-        resid = _hook(self.hook_embed, F.embedding(tokens, self.embed.W_E))
+        # index_select, not F.embedding: the same lookup, and its backward (index_add) is several
+        # times faster on CPU than embedding's dense backward
+        W_E = self.embed.W_E
+        rows = W_E.index_select(0, tokens.reshape(-1))  # (its backward keeps only the ids: see _linear)
+        resid = _hook(self.hook_embed, torch.ops.aten._unsafe_view(rows, (*tokens.shape, W_E.shape[1])))
         if self.cfg.positional_embedding == "learned":
             if self.hook_embed.active or self.hook_pos_embed.active:
                 # [batch, pos, d_model] as in TransformerLens, so a hook written for it edits the right axis
                 pos = self.hook_pos_embed(self.pos_embed.W_pos[:n_pos].expand(tokens.shape[0], -1, -1))
                 resid = resid + pos
-            else:  # the embedding lookup is fresh and its backward needs only the token ids
+            else:  # the lookup is fresh and its backward needs only the token ids
                 resid = resid.add_(self.pos_embed.W_pos[:n_pos])
         last = len(self.blocks) - 1
         for layer, block in enumerate(self.blocks):
