@@ -553,10 +553,12 @@ class Attention(nn.Module):
         else:
             (v,) = self._proj(x, "V", wt)
         if self._fast():
-            # softmax(q k^T / sqrt(d_head)) v in one kernel; agrees with the explicit path to ~1e-6
+            # softmax(q k^T / sqrt(d_head)) v in one kernel; agrees with the explicit path to ~1e-6.
+            # Read positions that see every key (the last one) need no mask.
+            mask = None if query_idx is None or bool(allowed.all()) else allowed
             z = F.scaled_dot_product_attention(
                 q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                attn_mask=None if query_idx is None else allowed, is_causal=query_idx is None,
+                attn_mask=mask, is_causal=query_idx is None,
             ).transpose(1, 2)
         else:
             v = _hook(self.hook_v, v)
