@@ -481,9 +481,6 @@ class Norm(nn.Module):
         self.hook_normalized = HookPoint()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "LN" and not self.hook_normalized.active:
-            # one fused kernel; equal to the explicit form below up to float rounding
-            return F.layer_norm(x, (x.shape[-1],), self.w, self.b, self.eps)
         if self.kind == "LN":
             x = x - x.mean(-1, keepdim=True)
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -533,12 +530,6 @@ class Attention(nn.Module):
         out = _linear(x, w, b)
         return list(out.view(*x.shape[:-1], len(names), H, E).unbind(-3))
 
-    def _fast(self) -> bool:
-        """No hook reads or edits q, k, v, scores, pattern or z: attention may be one fused kernel."""
-        return self.cfg.attention_mode == "normal" and not self.cfg.use_attn_result and not (
-            self.hook_q.active or self.hook_k.active or self.hook_v.active or self.hook_attn_scores.active
-            or self.hook_pattern.active or self.hook_z.active)
-
     def forward(self, x: torch.Tensor, query_idx: torch.Tensor | None = None) -> torch.Tensor:
         """x: [batch, pos, d_model] -> [batch, query_pos, d_model]."""
         cfg, wt = self.cfg, _WEIGHT_TRANSFORMS[self.cfg.weight_transform]
@@ -552,31 +543,25 @@ class Attention(nn.Module):
                 (q,) = self._proj(x[:, query_idx], "Q", wt)
         else:
             (v,) = self._proj(x, "V", wt)
-        if self._fast():
-            # softmax(q k^T / sqrt(d_head)) v in one kernel; agrees with the explicit path to ~1e-6.
-            # Read positions that see every key (the last one) need no mask.
-            mask = None if query_idx is None or bool(allowed.all()) else allowed
-            z = F.scaled_dot_product_attention(
-                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                attn_mask=mask, is_causal=query_idx is None,
-            ).transpose(1, 2)
+        # The explicit softmax(q k^T / sqrt(d_head)) v whether or not hooks are attached (a fused
+        # kernel such as scaled_dot_product_attention rounds differently, and a run with a no-op
+        # hook must reproduce a run without it bit for bit: activation patching relies on it).
+        v = _hook(self.hook_v, v)
+        if cfg.attention_mode == "normal":
+            q = _hook(self.hook_q, q)
+            k = _hook(self.hook_k, k)
+            # [batch, head, query, key]; the product is fresh, so scaled and masked in place
+            scores = (q.transpose(1, 2) @ k.permute(0, 2, 3, 1)).div_(math.sqrt(cfg.d_head))
+            scores = scores.masked_fill_(~allowed, float("-inf"))  # keys in the future
+            scores = _hook(self.hook_attn_scores, scores)
+            pattern = torch.softmax(scores, dim=-1)
         else:
-            v = _hook(self.hook_v, v)
-            if cfg.attention_mode == "normal":
-                q = _hook(self.hook_q, q)
-                k = _hook(self.hook_k, k)
-                # [batch, head, query, key]; the product is fresh, so scaled and masked in place
-                scores = (q.transpose(1, 2) @ k.permute(0, 2, 3, 1)).div_(math.sqrt(cfg.d_head))
-                scores = scores.masked_fill_(~allowed, float("-inf"))  # keys in the future
-                scores = _hook(self.hook_attn_scores, scores)
-                pattern = torch.softmax(scores, dim=-1)
-            else:
-                allowed = allowed.to(x.dtype)
-                if cfg.constant_attention == "mean":
-                    allowed = allowed / allowed.sum(-1, keepdim=True)
-                pattern = allowed.expand(x.shape[0], cfg.n_heads, -1, -1)
-            pattern = _hook(self.hook_pattern, pattern)
-            z = _hook(self.hook_z, (pattern @ v.transpose(1, 2)).transpose(1, 2))  # [batch, query, head, d_head]
+            allowed = allowed.to(x.dtype)
+            if cfg.constant_attention == "mean":
+                allowed = allowed / allowed.sum(-1, keepdim=True)
+            pattern = allowed.expand(x.shape[0], cfg.n_heads, -1, -1)
+        pattern = _hook(self.hook_pattern, pattern)
+        z = _hook(self.hook_z, (pattern @ v.transpose(1, 2)).transpose(1, 2))  # [batch, query, head, d_head]
         if cfg.use_attn_result:
             out = self.hook_result(torch.einsum("bqhe,hed->bqhd", z, wt(self.W_O))).sum(2)
             return out + self.b_O if cfg.attn_bias else out
@@ -867,7 +852,7 @@ class HookedTransformer(nn.Module):
             raise ValueError(f"tokens must be non-empty, got shape {tuple(tokens.shape)}")
         if tokens.shape[1] > self.cfg.n_ctx:
             raise ValueError(f"tokens have {tokens.shape[1]} positions but n_ctx is {self.cfg.n_ctx}")
-        lo, hi = int(tokens.min()), int(tokens.max())
+        lo, hi = (int(t) for t in torch.aminmax(tokens))
         if lo < 0 or hi >= self.cfg.d_vocab:
             bad = lo if lo < 0 else hi
             raise ValueError(f"token id {bad} out of range: tokens must lie in [0, d_vocab={self.cfg.d_vocab})")
@@ -897,6 +882,28 @@ class HookedTransformer(nn.Module):
         tokens = self._check_tokens(tokens)
         n_pos = tokens.shape[1]
         idx = self._check_positions(read_positions, n_pos)
+        rows = self._chunk_rows(tokens)
+        if rows < tokens.shape[0]:
+            # No gradient and no hook: the same work in slices of the batch whose activations stay
+            # small (cache-sized, reused by the allocator instead of freshly mapped pages each time).
+            return torch.cat([self._forward(t, idx, return_type) for t in tokens.split(rows)])
+        return self._forward(tokens, idx, return_type)
+
+    _CHUNK_ELEMENTS = 1 << 22
+    """Widest activation of one slice of a no-gradient, no-hook forward pass (16 MB in float32, under
+    glibc's largest threshold for returning freed memory to the system)."""
+
+    def _chunk_rows(self, tokens: torch.Tensor) -> int:
+        """Rows per slice of the batch (the whole batch unless gradients are off and no hook is attached)."""
+        if torch.is_grad_enabled() or any(h._fns or h._bwd_fns for h in self.hook_dict.values()):
+            return tokens.shape[0]
+        c = self.cfg
+        widest = tokens.shape[1] * max(3 * c.n_heads * c.d_head, c.d_model, c.d_vocab_out,
+                                       0 if c.attn_only else c.d_mlp)
+        return max(1, self._CHUNK_ELEMENTS // widest)
+
+    def _forward(self, tokens: torch.Tensor, idx: torch.Tensor | None, return_type: str) -> torch.Tensor:
+        n_pos = tokens.shape[1]
         # index_select, not F.embedding: the same lookup, and its backward (index_add) is several
         # times faster on CPU than embedding's dense backward
         W_E = self.embed.W_E
