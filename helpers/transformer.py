@@ -34,6 +34,17 @@ everything after it only at those positions (keys and values still see every
 position), so its hooks from ``hook_q`` onwards have ``len(read_positions)``
 positions. This roughly halves a training step for tasks read at one position.
 
+Speed without changing a number: Q, K and V are one matrix product, biases are
+added inside the products (``addmm``), a hook point with no hook attached is
+skipped, residual additions and the ReLU write into the fresh sublayer outputs
+when no hook could hold them, and a forward pass with gradients off and no hook
+runs in slices of the batch (4M activations each). None of these changes a bit:
+a run with a no-op hook on every point, a cached run and a plain run agree
+exactly (tests/test_transformer.py), which activation patching relies on; for
+the same reason attention is always the explicit ``softmax(q k^T / sqrt(d_head))
+v`` (a fused kernel would round differently). ``benchmarks/vs_transformer_lens.py``
+compares the speed with TransformerLens.
+
 Used in every chapter; defined in chapter 3 ("the transformer in tensor notation").
 
 >>> cfg = TransformerConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
