@@ -2,7 +2,8 @@
 #   make book   build the HTML book into _build/html (sets everything up itself)
 #   make test   unit tests + doctests, a clean build of the whole book, HTML checks
 # Others: make unit (lint + quick tests), make lint, make page PAGE=book/x.md (execute one page),
-#         make checkpoints [ONLY=name,...] (retrain shipped models), make bench.
+#         make checkpoints [ONLY=name,...] [JOBS=2] (retrain shipped models; JOBS: parallel processes,
+#         one module's recipes each), make bench.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -12,6 +13,7 @@ VENDOR := .vendor/site/vendor/.stamp
 BOOK   ?= .
 JB_FLAGS := -W -n --keep-going --all
 ONLY ?=
+JOBS ?= 1
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 # numpy's OpenBLAS with 2 threads slows down by 10-200x whenever another process
@@ -68,7 +70,7 @@ page: vendor
 	$(BIN)/python tools/run_page.py $(PAGE)
 
 checkpoints: venv
-	$(BIN)/python -m helpers.store rebuild --only "$(ONLY)"
+	$(BIN)/python -m helpers.store rebuild --only "$(ONLY)" --jobs "$(JOBS)"
 	$(BIN)/python -m helpers.store verify
 
 bench: venv

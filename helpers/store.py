@@ -529,6 +529,11 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("--module", action="append", default=[],
                     help="module whose recipes to run (repeatable; default: every helpers module with a recipe)")
     rb.add_argument("--only", default="", help="comma-separated recipe names (default: all)")
+    rb.add_argument("--jobs", type=int, default=1,
+                    help="parallel processes (default 1); each runs one module's recipes in order, so a recipe "
+                         "that loads another of its module's checkpoints still runs after it")
+    rb.add_argument("--root", default=None, help="write checkpoints here instead of helpers/checkpoints")
+    rb.add_argument("--estimate", action="store_true", help="print the plan and its estimated time; train nothing")
     args = parser.parse_args(argv)
     if args.cmd == "list":
         for path in sorted(CHECKPOINT_DIR.glob("*.json")):
@@ -546,17 +551,97 @@ def main(argv: list[str] | None = None) -> int:
         importlib.import_module(module)
     if not args.module:
         discover_recipes()
-    names = [n for n in args.only.split(",") if n] or sorted(_RECIPES)
+    # registration order within a module (a module registers a checkpoint before one that loads it)
+    names = [n for n in args.only.split(",") if n] or list(_RECIPES)
     unknown = sorted(set(names) - set(_RECIPES))
     if unknown:
         print(f"unknown recipes {unknown}; registered: {sorted(_RECIPES)}", file=sys.stderr)
         return 2
-    for n in names:
-        t0 = time.perf_counter()
-        loaded = train_or_load(n, retrain=True)
-        print(f"{n}: {time.perf_counter() - t0:.1f} s, steps={loaded.manifest['steps']}, {loaded.metrics}", flush=True)
-    return 0
+    if args.jobs < 1:
+        print(f"--jobs must be >= 1, got {args.jobs}", file=sys.stderr)
+        return 2
+    return _rebuild(names, args.jobs, args.root, args.module, estimate_only=args.estimate)
 
+
+def _recorded_seconds(name: str, root) -> float | None:
+    """The training time recorded in ``name``'s manifest (in ``root``, else the shipped one), if any."""
+    for r in (_root(root), CHECKPOINT_DIR):
+        try:
+            return float(json.loads((r / f"{name}.json").read_text())["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def _schedule(groups: list[list[str]], seconds: dict, jobs: int) -> float:
+    """Wall time of running ``groups`` (each in order) on ``jobs`` workers, longest group first."""
+    workers = [0.0] * jobs
+    for g in sorted(groups, key=lambda g: -sum(seconds[n] for n in g)):
+        workers[workers.index(min(workers))] += sum(seconds[n] for n in g)
+    return max(workers)
+
+
+def _rebuild(names: list[str], jobs: int, root, modules: list[str], estimate_only: bool = False) -> int:
+    """Retrain ``names``: print an estimate, each recipe's time as it finishes, and the total."""
+    recorded = {n: _recorded_seconds(n, root) for n in names}
+    known = {n: s for n, s in recorded.items() if s is not None}
+    fill = sorted(known.values())[len(known) // 2] if known else 60.0  # unknown: the median recorded time
+    seconds = {n: recorded[n] if recorded[n] is not None else fill for n in names}
+    by_module: dict[str, list[str]] = {}
+    for n in names:
+        by_module.setdefault(_RECIPES[n].module, []).append(n)
+    groups = list(by_module.values())
+    jobs = min(jobs, len(groups))
+    missing = sorted(set(names) - set(known))
+    child = os.environ.get("_HELPERS_STORE_CHILD") == "1"  # one group of a parallel rebuild: no header/total
+    if not child:
+        print(f"rebuilding {len(names)} recipe(s) from {len(groups)} module(s) on {jobs} process(es); estimate "
+              f"{_schedule(groups, seconds, jobs) / 60:.1f} min from the recorded times (sum "
+              f"{sum(seconds.values()) / 60:.1f} min)" + (f"; no recorded time for {missing}" if missing else ""),
+              flush=True)
+    if estimate_only:
+        for g in sorted(groups, key=lambda g: -sum(seconds[n] for n in g)):
+            print(f"  {_RECIPES[g[0]].module}: {sum(seconds[n] for n in g) / 60:.1f} min: "
+                  + ", ".join(f"{n} {_fmt(recorded[n])}" for n in g))
+        return 0
+    t0 = time.perf_counter()
+    if jobs == 1:
+        for n in names:
+            t1 = time.perf_counter()
+            loaded = train_or_load(n, retrain=True, root=root)
+            print(f"{n}: {time.perf_counter() - t1:.1f} s (recorded {_fmt(recorded[n])}), "
+                  f"steps={loaded.manifest['steps']}, {loaded.metrics}", flush=True)
+        code = 0
+    else:
+        code = _rebuild_parallel(groups, seconds, jobs, root, modules)
+    if not child:
+        print(f"total: {(time.perf_counter() - t0) / 60:.1f} min wall for {len(names)} recipe(s) on {jobs} process(es)",
+              flush=True)
+    return code
+
+
+def _fmt(seconds: float | None) -> str:
+    return "none" if seconds is None else f"{seconds:.1f} s"
+
+
+def _rebuild_parallel(groups: list[list[str]], seconds: dict, jobs: int, root, modules: list[str]) -> int:
+    """Each group in its own ``python -m helpers.store rebuild`` process, ``jobs`` at a time, longest first."""
+    import subprocess
+
+    queue = sorted(groups, key=lambda g: -sum(seconds[n] for n in g))
+    extra = [a for m in modules for a in ("--module", m)] + (["--root", str(root)] if root is not None else [])
+    running: list[subprocess.Popen] = []
+    code = 0
+    while queue or running:
+        while queue and len(running) < jobs:
+            group = queue.pop(0)
+            cmd = [sys.executable, "-m", "helpers.store", "rebuild", "--only", ",".join(group), *extra]
+            running.append(subprocess.Popen(cmd, env=dict(os.environ, _HELPERS_STORE_CHILD="1")))
+        time.sleep(0.2)
+        for proc in [p for p in running if p.poll() is not None]:
+            running.remove(proc)
+            code = code or proc.returncode
+    return code
 
 if __name__ == "__main__":
     # Run the imported module's main, not this __main__ copy: recipes register

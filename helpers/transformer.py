@@ -34,6 +34,17 @@ everything after it only at those positions (keys and values still see every
 position), so its hooks from ``hook_q`` onwards have ``len(read_positions)``
 positions. This roughly halves a training step for tasks read at one position.
 
+Speed without changing a number: Q, K and V are one matrix product, biases are
+added inside the products (``addmm``), a hook point with no hook attached is
+skipped, residual additions and the ReLU write into the fresh sublayer outputs
+when no hook could hold them, and a forward pass with gradients off and no hook
+runs in slices of the batch (4M activations each; on one torch thread). None of these changes a bit:
+a run with a no-op hook on every point, a cached run and a plain run agree
+exactly (tests/test_transformer.py), which activation patching relies on; for
+the same reason attention is always the explicit ``softmax(q k^T / sqrt(d_head))
+v`` (a fused kernel would round differently). ``benchmarks/vs_transformer_lens.py``
+compares the speed with TransformerLens.
+
 Used in every chapter; defined in chapter 3 ("the transformer in tensor notation").
 
 >>> cfg = TransformerConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32,
@@ -383,8 +394,30 @@ class HookPoint(nn.Module):
             x.register_hook(backward)
         return x
 
+    @property
+    def active(self) -> bool:
+        """Whether any forward or backward hook is attached (else the point is skipped)."""
+        return bool(self._fns or self._bwd_fns)
+
     def extra_repr(self) -> str:
         return self.name
+
+
+def _hook(point: HookPoint, x: torch.Tensor) -> torch.Tensor:
+    """``point(x)``, skipping the module call when no hook is attached (the usual case)."""
+    return point(x) if (point._fns or point._bwd_fns) else x
+
+
+def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ w (+ b)`` over the last axis as one matrix product, the bias added inside it.
+
+    The result is reshaped with ``_unsafe_view`` (as ``torch.matmul`` does), so autograd sees a
+    fresh tensor, not a view of the product: the caller may add into it in place without autograd
+    replaying the view in the backward pass (a copy of the whole activation). This is safe because
+    no backward formula keeps the product itself (``addmm``/``mm`` keep their inputs)."""
+    x2 = x.reshape(-1, x.shape[-1])
+    out = torch.addmm(b, x2, w) if b is not None else torch.mm(x2, w)
+    return torch.ops.aten._unsafe_view(out, (*x.shape[:-1], w.shape[-1]))
 
 
 _ATTN_HOOKS = frozenset({"q", "k", "v", "z", "pattern", "attn_scores", "result"})
@@ -494,37 +527,58 @@ class Attention(nn.Module):
         for name in names:
             setattr(self, name, HookPoint())
 
-    def _proj(self, x: torch.Tensor, name: str, wt) -> torch.Tensor:
-        out = torch.einsum("bpd,hde->bphe", x, wt(getattr(self, "W_" + name)))
-        bias = getattr(self, "b_" + name, None)
-        return out + bias if bias is not None else out
+    def _proj(self, x: torch.Tensor, names: str, wt) -> list[torch.Tensor]:
+        """Project ``x [batch, pos, d_model]`` by ``W_{n}`` for each letter ``n`` of ``names`` in ONE
+        matrix product; returns one ``[batch, pos, n_heads, d_head]`` view per letter."""
+        cfg = self.cfg
+        H, E = cfg.n_heads, cfg.d_head
+        ws = [wt(getattr(self, "W_" + n)).permute(1, 0, 2).reshape(cfg.d_model, H * E) for n in names]
+        w = ws[0] if len(ws) == 1 else torch.cat(ws, dim=1)
+        b = None
+        if cfg.attn_bias:
+            bs = [getattr(self, "b_" + n).reshape(H * E) for n in names]
+            b = bs[0] if len(bs) == 1 else torch.cat(bs)
+        out = _linear(x, w, b)
+        return list(out.view(*x.shape[:-1], len(names), H, E).unbind(-3))
 
     def forward(self, x: torch.Tensor, query_idx: torch.Tensor | None = None) -> torch.Tensor:
         """x: [batch, pos, d_model] -> [batch, query_pos, d_model]."""
         cfg, wt = self.cfg, _WEIGHT_TRANSFORMS[self.cfg.weight_transform]
         n_pos = x.shape[1]
         allowed = self.causal_mask[:n_pos, :n_pos] if query_idx is None else self.causal_mask[query_idx, :n_pos]
-        v = self.hook_v(self._proj(x, "V", wt))
         if cfg.attention_mode == "normal":
-            xq = x if query_idx is None else x[:, query_idx]
-            q = self.hook_q(self._proj(xq, "Q", wt))
-            k = self.hook_k(self._proj(x, "K", wt))
-            scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(cfg.d_head)
-            scores = scores.masked_fill(~allowed, float("-inf"))  # keys in the future
-            scores = self.hook_attn_scores(scores)
+            if query_idx is None:
+                q, k, v = self._proj(x, "QKV", wt)
+            else:
+                k, v = self._proj(x, "KV", wt)
+                (q,) = self._proj(x[:, query_idx], "Q", wt)
+        else:
+            (v,) = self._proj(x, "V", wt)
+        # The explicit softmax(q k^T / sqrt(d_head)) v whether or not hooks are attached (a fused
+        # kernel such as scaled_dot_product_attention rounds differently, and a run with a no-op
+        # hook must reproduce a run without it bit for bit: activation patching relies on it).
+        v = _hook(self.hook_v, v)
+        if cfg.attention_mode == "normal":
+            q = _hook(self.hook_q, q)
+            k = _hook(self.hook_k, k)
+            # [batch, head, query, key]; the product is fresh, so scaled and masked in place
+            scores = (q.transpose(1, 2) @ k.permute(0, 2, 3, 1)).div_(math.sqrt(cfg.d_head))
+            scores = scores.masked_fill_(~allowed, float("-inf"))  # keys in the future
+            scores = _hook(self.hook_attn_scores, scores)
             pattern = torch.softmax(scores, dim=-1)
         else:
             allowed = allowed.to(x.dtype)
             if cfg.constant_attention == "mean":
                 allowed = allowed / allowed.sum(-1, keepdim=True)
             pattern = allowed.expand(x.shape[0], cfg.n_heads, -1, -1)
-        pattern = self.hook_pattern(pattern)
-        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
+        pattern = _hook(self.hook_pattern, pattern)
+        z = _hook(self.hook_z, (pattern @ v.transpose(1, 2)).transpose(1, 2))  # [batch, query, head, d_head]
         if cfg.use_attn_result:
             out = self.hook_result(torch.einsum("bqhe,hed->bqhd", z, wt(self.W_O))).sum(2)
-        else:
-            out = torch.einsum("bqhe,hed->bqd", z, wt(self.W_O))
-        return out + self.b_O if cfg.attn_bias else out
+            return out + self.b_O if cfg.attn_bias else out
+        z = z.reshape(*z.shape[:2], cfg.n_heads * cfg.d_head)
+        return _linear(z, wt(self.W_O).reshape(cfg.n_heads * cfg.d_head, cfg.d_model),
+                       self.b_O if cfg.attn_bias else None)
 
 
 class MLP(nn.Module):
@@ -542,13 +596,14 @@ class MLP(nn.Module):
         self.act = ACTIVATIONS[cfg.act_fn]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        wt = _WEIGHT_TRANSFORMS[self.cfg.weight_transform]
-        pre = x @ wt(self.W_in)
-        if self.cfg.mlp_bias:
-            pre = pre + self.b_in
-        post = self.hook_post(self.act(self.hook_pre(pre)))
-        out = post @ wt(self.W_out)
-        return out + self.b_out if self.cfg.mlp_bias else out
+        cfg = self.cfg
+        wt = _WEIGHT_TRANSFORMS[cfg.weight_transform]
+        pre = _linear(x, wt(self.W_in), self.b_in if cfg.mlp_bias else None)
+        if cfg.act_fn == "relu" and not (self.hook_pre.active or self.hook_post.active):
+            post = pre.relu_()  # pre is a fresh product nobody else holds (ReLU's backward needs only its output)
+        else:
+            post = _hook(self.hook_post, self.act(_hook(self.hook_pre, pre)))
+        return _linear(post, wt(self.W_out), self.b_out if cfg.mlp_bias else None)
 
 
 class Block(nn.Module):
@@ -569,18 +624,26 @@ class Block(nn.Module):
             setattr(self, name, HookPoint())
 
     def forward(self, resid: torch.Tensor, query_idx: torch.Tensor | None = None) -> torch.Tensor:
-        resid = self.hook_resid_pre(resid)
+        resid = _hook(self.hook_resid_pre, resid)
         attn_in = self.ln1(resid) if self.cfg.normalization else resid
-        attn_out = self.hook_attn_out(self.attn(attn_in, query_idx))
+        attn_out = self.attn(attn_in, query_idx)
         if query_idx is not None:
             resid = resid[:, query_idx]
-        resid = resid + attn_out
+        resid = _residual_add(resid, attn_out, self.hook_attn_out)
         if self.cfg.attn_only:
-            return self.hook_resid_post(resid)
-        resid = self.hook_resid_mid(resid)
+            return _hook(self.hook_resid_post, resid)
+        resid = _hook(self.hook_resid_mid, resid)
         mlp_in = self.ln2(resid) if self.cfg.normalization else resid
-        resid = resid + self.hook_mlp_out(self.mlp(mlp_in))
-        return self.hook_resid_post(resid)
+        resid = _residual_add(resid, self.mlp(mlp_in), self.hook_mlp_out)
+        return _hook(self.hook_resid_post, resid)
+
+
+def _residual_add(resid: torch.Tensor, out: torch.Tensor, point: HookPoint) -> torch.Tensor:
+    """``resid + point(out)``; with no hook on ``point``, added in place into ``out`` (a fresh
+    sublayer output that no one else holds and whose gradient function does not need it)."""
+    if point.active:
+        return resid + point(out)
+    return out.add_(resid)
 
 
 # ---------------------------------------------------------------------------
@@ -800,7 +863,7 @@ class HookedTransformer(nn.Module):
             raise ValueError(f"tokens must be non-empty, got shape {tuple(tokens.shape)}")
         if tokens.shape[1] > self.cfg.n_ctx:
             raise ValueError(f"tokens have {tokens.shape[1]} positions but n_ctx is {self.cfg.n_ctx}")
-        lo, hi = int(tokens.min()), int(tokens.max())
+        lo, hi = (int(t) for t in torch.aminmax(tokens))
         if lo < 0 or hi >= self.cfg.d_vocab:
             bad = lo if lo < 0 else hi
             raise ValueError(f"token id {bad} out of range: tokens must lie in [0, d_vocab={self.cfg.d_vocab})")
@@ -830,11 +893,44 @@ class HookedTransformer(nn.Module):
         tokens = self._check_tokens(tokens)
         n_pos = tokens.shape[1]
         idx = self._check_positions(read_positions, n_pos)
-        resid = self.hook_embed(F.embedding(tokens, self.embed.W_E))
+        rows = self._chunk_rows(tokens)
+        if rows < tokens.shape[0]:
+            # No gradient and no hook: the same work in slices of the batch whose activations stay
+            # small (cache-sized, reused by the allocator instead of freshly mapped pages each time).
+            return torch.cat([self._forward(t, idx, return_type) for t in tokens.split(rows)])
+        return self._forward(tokens, idx, return_type)
+
+    _CHUNK_ELEMENTS = 1 << 22
+    """Widest activation of one slice of a no-gradient, no-hook forward pass (16 MB in float32, under
+    glibc's largest threshold for returning freed memory to the system)."""
+
+    def _chunk_rows(self, tokens: torch.Tensor) -> int:
+        """Rows per slice of the batch (the whole batch unless gradients are off, no hook is attached and
+        torch runs one thread)."""
+        # one thread only: with several, every slice's products add thread barriers, which a busy
+        # machine turns into stalls (measured 1.8x slower on 2 shared cores)
+        if torch.is_grad_enabled() or torch.get_num_threads() > 1 or any(
+                h._fns or h._bwd_fns for h in self.hook_dict.values()):
+            return tokens.shape[0]
+        c = self.cfg
+        widest = tokens.shape[1] * max(3 * c.n_heads * c.d_head, c.d_model, c.d_vocab_out,
+                                       0 if c.attn_only else c.d_mlp)
+        return max(1, self._CHUNK_ELEMENTS // widest)
+
+    def _forward(self, tokens: torch.Tensor, idx: torch.Tensor | None, return_type: str) -> torch.Tensor:
+        n_pos = tokens.shape[1]
+        # index_select, not F.embedding: the same lookup, and its backward (index_add) is several
+        # times faster on CPU than embedding's dense backward
+        W_E = self.embed.W_E
+        rows = W_E.index_select(0, tokens.reshape(-1))  # (its backward keeps only the ids: see _linear)
+        resid = _hook(self.hook_embed, torch.ops.aten._unsafe_view(rows, (*tokens.shape, W_E.shape[1])))
         if self.cfg.positional_embedding == "learned":
-            # [batch, pos, d_model] as in TransformerLens, so a hook written for it edits the right axis
-            pos = self.hook_pos_embed(self.pos_embed.W_pos[:n_pos].expand(tokens.shape[0], -1, -1))
-            resid = resid + pos
+            if self.hook_embed.active or self.hook_pos_embed.active:
+                # [batch, pos, d_model] as in TransformerLens, so a hook written for it edits the right axis
+                pos = self.hook_pos_embed(self.pos_embed.W_pos[:n_pos].expand(tokens.shape[0], -1, -1))
+                resid = resid + pos
+            else:  # the lookup is fresh and its backward needs only the token ids
+                resid = resid.add_(self.pos_embed.W_pos[:n_pos])
         last = len(self.blocks) - 1
         for layer, block in enumerate(self.blocks):
             resid = block(resid, idx if layer == last else None)
@@ -844,10 +940,7 @@ class HookedTransformer(nn.Module):
             resid = self.ln_final(resid)
         if return_type == "resid":
             return resid
-        logits = resid @ self.unembed.W_U
-        if self.cfg.unembed_bias:
-            logits = logits + self.unembed.b_U
-        return logits
+        return _linear(resid, self.unembed.W_U, self.unembed.b_U if self.cfg.unembed_bias else None)
 
     # -- hooks ---------------------------------------------------------------
     def _resolve(self, name) -> list[HookPoint]:

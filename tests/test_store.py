@@ -351,3 +351,35 @@ def test_recipes_are_discovered_without_a_hand_kept_list():
     modules = store.discover_recipes()
     assert {"helpers.toy", "helpers.modular", "helpers.circuits"} <= set(modules)
     assert {"smoke", "induction_2l", "modadd_p113"} <= set(store.recipes())
+
+
+def test_rebuild_estimate_trains_nothing(tmp_path, capsys):
+    """The plan lists each module's recipes with their recorded times and an estimate; nothing is written."""
+    assert store.main(["rebuild", "--module", "helpers.toy", "--only", "smoke", "--root", str(tmp_path),
+                       "--estimate", "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    recorded = store.load("smoke").manifest["seconds"]
+    assert "1 process(es)" in out and "estimate" in out and f"smoke {recorded:.1f} s" in out
+    assert not list(tmp_path.iterdir())
+    assert store.main(["rebuild", "--only", "smoke", "--jobs", "0"]) == 2
+
+
+def test_schedule_puts_longest_groups_first():
+    seconds = {"a": 3.0, "b": 2.0, "c": 2.0, "d": 1.0}
+    assert store._schedule([["a"], ["b"], ["c"]], seconds, 2) == 4.0
+    assert store._schedule([["a", "d"], ["b"], ["c"]], seconds, 2) == 4.0
+    assert store._schedule([["a"], ["b"], ["c"]], seconds, 1) == 7.0
+
+
+@pytest.mark.slow
+def test_parallel_rebuild_into_a_scratch_root(tmp_path):
+    """JOBS=2: two modules' recipes in two processes, each time printed, then the total; the shipped files untouched."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    shipped = sorted(p.name for p in store.CHECKPOINT_DIR.iterdir())
+    out = subprocess.run([sys.executable, "-m", "helpers.store", "rebuild", "--only", "smoke,lookup_1l", "--jobs", "2",
+                          "--root", str(tmp_path)], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "2 process(es)" in out.stdout and "smoke:" in out.stdout and "lookup_1l:" in out.stdout
+    assert out.stdout.strip().splitlines()[-1].startswith("total:")
+    assert store.verify(tmp_path) == {"lookup_1l": "ok", "smoke": "ok"}
+    assert sorted(p.name for p in store.CHECKPOINT_DIR.iterdir()) == shipped

@@ -439,3 +439,35 @@ def test_config_takes_transformer_lens_names_and_has_no_chapter_defaults():
         TransformerConfig(d_model=8)
     with pytest.raises(ValueError, match="positional_embedding_type"):
         TransformerConfig(n_layers=1, d_model=8, n_heads=2, d_vocab=5, n_ctx=3, positional_embedding_type="rotary")
+
+
+@pytest.mark.parametrize("normalization", [None, "LN"])
+def test_attached_hooks_and_batch_slicing_never_change_the_numbers(normalization):
+    """A run with no hook, with a no-op hook on every point, with a cache, and a no-gradient run
+    computed in slices of the batch agree bit for bit (activation patching relies on it), and the
+    in-place shortcuts taken when no hook is attached leave the same gradients."""
+    cfg = TransformerConfig(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=32, d_vocab=10, n_ctx=5,
+                            normalization=normalization, seed=0)
+    model = HookedTransformer(cfg)
+    tokens = torch.randint(0, 10, (300, 5), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = model(tokens)
+        model._CHUNK_ELEMENTS = 5 * 48 * 7  # slices of 7 rows
+        assert model._chunk_rows(tokens) == 7
+        sliced = model(tokens)
+        read = model(tokens, read_positions=[1, -1])
+    logits, cache = model.run_with_cache(tokens)
+    noop = model.run_with_hooks(tokens, [(lambda name: True, lambda x, hook: None)])
+    assert torch.equal(plain, sliced) and torch.equal(plain, logits) and torch.equal(plain, noop)
+    assert torch.equal(read, model.run_with_hooks(tokens, [(lambda name: True, lambda x, hook: None)],
+                                                  read_positions=[1, -1]))
+    assert torch.equal(cache["resid_post", 1], model(tokens, return_type="resid") if not normalization
+                       else cache["resid_post", 1])
+
+    def grads(hooked: bool):
+        model.zero_grad(set_to_none=True)
+        with model.hooks([(lambda name: True, lambda x, hook: None)] if hooked else []):
+            model(tokens)[:, -1].logsumexp(-1).sum().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    assert all(torch.equal(a, b) for a, b in zip(grads(False), grads(True)))
