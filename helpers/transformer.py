@@ -113,6 +113,8 @@ def register_weight_transform(name: str, fn: Callable[[torch.Tensor], torch.Tens
         raise TypeError(f"name must be a non-empty string, got {name!r}")
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    if name == "none":
+        raise ValueError("name 'none' is the identity every model uses by default; register under another name")
     _WEIGHT_TRANSFORMS[name] = fn
 
 
@@ -279,8 +281,9 @@ class TransformerConfig:
                 f"known: {weight_transforms()} (chapter 8's helpers.quantized registers 'binary' and "
                 "'ternary' when imported)"
             )
-        if self.init_std is not None and not (isinstance(self.init_std, (int, float)) and self.init_std > 0):
-            raise ValueError(f"TransformerConfig.init_std must be a positive number or None, got {self.init_std!r}")
+        if self.init_std is not None and not (isinstance(self.init_std, (int, float)) and not isinstance(
+                self.init_std, bool) and math.isfinite(self.init_std) and self.init_std > 0):
+            raise ValueError(f"TransformerConfig.init_std must be a finite positive number or None, got {self.init_std!r}")
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict (used by :mod:`helpers.store`)."""
@@ -699,13 +702,23 @@ class HookedTransformer(nn.Module):
             if bad_shape:
                 parts.append("wrong shapes: " + "; ".join(bad_shape))
             raise ValueError("weights do not match the config: " + " | ".join(parts))
+        # Every tensor is checked before any is assigned: a bad one leaves the model untouched.
+        checked = {}
+        for k, p in own.items():
+            v = given[k]
+            try:
+                v = v if isinstance(v, torch.Tensor) else torch.as_tensor(v)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise TypeError(f"weights[{k!r}] is not an array of numbers ({exc})") from None
+            if v.is_complex() or v.dtype == torch.bool or not (v.is_floating_point() or v.dtype.is_signed
+                                                                or v.dtype == torch.uint8):
+                raise TypeError(f"weights[{k!r}] must be real numbers, got dtype {v.dtype}")
+            if not torch.isfinite(v).all():
+                raise ValueError(f"weights[{k!r}] contains NaN or inf")
+            checked[k] = v
         with torch.no_grad():
             for k, p in own.items():
-                v = given[k]
-                v = v if isinstance(v, torch.Tensor) else torch.as_tensor(v)
-                if not torch.isfinite(v).all():
-                    raise ValueError(f"weights[{k!r}] contains NaN or inf")
-                p.copy_(v.to(dtype=p.dtype, device=p.device))
+                p.copy_(checked[k].to(dtype=p.dtype, device=p.device))
 
     # -- convenience views (TransformerLens style) --------------------------
     @property
