@@ -65,7 +65,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from helpers._util import check_int, check_positive_int, eval_mode, to_numpy
+from helpers._util import check_finite, check_int, check_positive_int, eval_mode, to_numpy
 from helpers.store import recipe
 from helpers.training import TrainResult, accuracy, cross_entropy, last_position_loss, train
 from helpers.transformer import HookedTransformer, TransformerConfig, act_name
@@ -295,6 +295,9 @@ def task_of(model_or_cfg, layout: str | None = None) -> tuple[int, str]:
                 f"n_ctx={cfg.n_ctx}; pass layout='equals' or 'pair'"
             )
     _check_layout(layout)
+    if layout == "pair" and cfg.d_vocab == p + 1:
+        raise ValueError(f"layout='pair' on a model with an '=' token (d_vocab = p + 1 = {cfg.d_vocab}): it was "
+                         "trained on [a, b, =]; pass layout='equals' (or None)")
     need_vocab, need_ctx = (p + 1, 3) if layout == "equals" else (p, 2)
     if cfg.d_vocab < need_vocab or cfg.n_ctx < need_ctx:
         raise ValueError(
@@ -673,6 +676,7 @@ def neuron_frequency_fve(acts) -> np.ndarray:
         raise ValueError(f"acts must be [p, p, d_mlp] or [p, p], got shape {x.shape}")
     p = x.shape[0]
     _check_p(p, prime=False, name="acts.shape[0]")
+    check_finite(x, "acts")
     C2 = fourier_2d(x) ** 2  # [p, p, n]
     total = C2.sum((0, 1)) - C2[0, 0]
     n_freq = (p - 1) // 2 + 1
@@ -871,6 +875,7 @@ def _resolve_logits(model_or_logits, layout):
     x = _as_numpy(model_or_logits)
     if x.ndim != 3 or not (x.shape[0] == x.shape[1] == x.shape[2]):
         raise ValueError(f"logits must be a [p, p, p] array indexed [a, b, c], got shape {x.shape}")
+    _check_p(x.shape[0], prime=False, name="logits.shape[0] (p)")
     return x
 
 
@@ -879,9 +884,23 @@ def _ce_subset(logits: np.ndarray, subset) -> float:
     flat = torch.from_numpy(logits.reshape(p * p, p))
     labels = torch.from_numpy(((np.arange(p)[:, None] + np.arange(p)[None, :]) % p).ravel())
     if subset is not None:
-        idx = torch.as_tensor(subset).long()
+        idx = torch.from_numpy(_check_subset(subset, p))
         flat, labels = flat[idx], labels[idx]
     return float(cross_entropy(flat, labels))
+
+
+def _check_subset(subset, p: int) -> np.ndarray:
+    """``subset`` as a 1-D int64 index array into the ``p*p`` pairs (no bool masks, floats, negatives, empties)."""
+    a = to_numpy(subset)
+    if a.dtype == bool:
+        raise TypeError("subset must be indices into the p*p pairs, got a boolean mask; pass np.flatnonzero(mask)")
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"subset must be integer indices into the p*p pairs, got dtype {a.dtype}")
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError(f"subset must be a non-empty 1-D index array, got shape {a.shape}")
+    if a.min() < 0 or a.max() >= p * p:
+        raise ValueError(f"subset indices must lie in [0, p*p = {p * p}), got [{a.min()}, {a.max()}]")
+    return a.astype(np.int64)
 
 
 def _mlp_parts(model, layout):
@@ -973,7 +992,11 @@ def progress_measures(model_or_logits, key_freqs: Sequence[int], data: ModularDa
 
     Not used by a page; a library helper.
     """
+    if not isinstance(data, ModularData):
+        raise TypeError(f"data must be a ModularData (from modular_data), got {type(data).__name__}")
     L = _resolve_logits(model_or_logits, data.layout if isinstance(model_or_logits, HookedTransformer) else None)
+    if L.shape[0] != data.p:
+        raise ValueError(f"the logits are for p = {L.shape[0]} but data is for p = {data.p}")
     return {
         "train_loss": _ce_subset(L, data.train_idx),
         "test_loss": _ce_subset(L, data.test_idx),
