@@ -66,6 +66,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers._util import check_finite, check_int, check_positive_int, eval_mode, to_numpy
+from helpers._util import check_seed as _check_seed
 from helpers.store import recipe
 from helpers.training import TrainResult, accuracy, cross_entropy, last_position_loss, train
 from helpers.transformer import HookedTransformer, TransformerConfig, act_name
@@ -200,7 +201,7 @@ def split_indices(n: int, frac_train: float, seed: int = 0) -> tuple[torch.Tenso
     n_train = int(round(frac_train * n))
     if not 0 < n_train < n:
         raise ValueError(f"frac_train={frac_train} leaves an empty train or test set for n={n}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(_check_seed(seed)))
     return perm[:n_train].sort().values, perm[n_train:].sort().values
 
 
@@ -1295,7 +1296,7 @@ def gradient_symmetricity(model, n_triples: int | None = None, seed: int = 0, la
         pair_idx = torch.arange(p * p).repeat_interleave(p)
         outs = torch.arange(p).repeat(p * p)
     else:
-        gen = torch.Generator().manual_seed(int(seed))
+        gen = torch.Generator().manual_seed(_check_seed(seed))
         pair_idx = torch.randint(0, p * p, (n_triples,), generator=gen)
         outs = torch.randint(0, p, (n_triples,), generator=gen)
     total = 0.0
