@@ -265,6 +265,7 @@ def full_qk_circuit(model: HookedTransformer, layer: int, head: int, query: str 
     [0, 1, 2, 3]
     """
     _check_model(model, qk=True)
+    _check_head(model, head)  # one head: the result is documented 2-D
     w = qk_matrix(model, layer, head)
     return _side(model, query, "query") @ w @ _side(model, key, "key").T
 
@@ -288,6 +289,7 @@ def full_ov_circuit(model: HookedTransformer, layer: int, head: int) -> torch.Te
     1.0
     """
     _check_model(model)
+    _check_head(model, head)  # one head: the result is documented 2-D
     return model.W_E @ ov_matrix(model, layer, head) @ model.W_U
 
 

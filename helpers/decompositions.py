@@ -1732,6 +1732,8 @@ def rank_sweep(
     cp_tol: float = 1e-10,
     tucker_iter: int = 20,
 ) -> dict:
+    if isinstance(cp_tol, bool) or not isinstance(cp_tol, (int, float)) or not cp_tol >= 0:
+        raise TypeError(f"cp_tol must be a number >= 0, got {cp_tol!r}")
     """Relative error and parameter count of each decomposition at each rank knob.
 
     * ``"SVD"``, rank ``r``: with ``svd="unfold"`` the truncated SVD of the

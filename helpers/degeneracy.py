@@ -176,7 +176,7 @@ MLP_TRAINING = dict(p=7, hidden=(48, 48), steps=2000, lr=3e-3, weight_decay=1e-2
 
 def mlp_name(seed: int) -> str:
     """Checkpoint name of the chapter's MLP for ``seed``, e.g. ``degeneracy_mlp_s0``. Used in chapter 7."""
-    return f"degeneracy_mlp_s{int(seed)}"
+    return f"degeneracy_mlp_s{_check_seed(seed)}"
 
 
 def train_two_sums(seed: int = 0, p: int = 7, hidden: Sequence[int] = (48, 48), steps: int = 2000,

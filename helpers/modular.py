@@ -332,7 +332,7 @@ def canonical_config(p: int = 113, seed: int = 0, layout: str = "equals", **over
         n_layers=1, d_model=128, n_heads=4, d_head=32, d_mlp=512,
         d_vocab=p + 1 if layout == "equals" else p, d_vocab_out=p, n_ctx=3 if layout == "equals" else 2,
         act_fn="relu", normalization=None, attn_only=False, attention_mode="normal",
-        positional_embedding="learned", attn_bias=False, mlp_bias=True, unembed_bias=False, seed=int(seed),
+        positional_embedding="learned", attn_bias=False, mlp_bias=True, unembed_bias=False, seed=_check_seed(seed),
     )
     kwargs.update(overrides)
     return TransformerConfig(**kwargs)
@@ -754,7 +754,7 @@ def _gap_select(norms: np.ndarray, max_keys: int | None, threshold: float | None
         return sorted(int(k) + 1 for k in np.nonzero(v >= threshold * v.max())[0])
     order = np.argsort(-v, kind="stable")
     s = v[order]
-    m = len(s) - 1 if max_keys is None else min(int(max_keys), len(s) - 1)
+    m = len(s) - 1 if max_keys is None else min(check_int(max_keys, "max_keys", 1), len(s) - 1)
     if m < 1:
         return [int(order[0]) + 1]
     ratios = s[:m] / np.maximum(s[1:m + 1], 1e-300)
@@ -762,7 +762,7 @@ def _gap_select(norms: np.ndarray, max_keys: int | None, threshold: float | None
     return sorted(int(k) + 1 for k in order[:n_keys])
 
 
-def key_freqs_embedding(model_or_W_E, p: int | None = None, max_keys: int = 12,
+def key_freqs_embedding(model_or_W_E, p: int | None = None, max_keys: int | None = 12,
                         threshold: float | None = None) -> list[int]:
     """Key frequencies, rule 1 ("embedding"): large Fourier norms of ``W_E``.
 
@@ -781,7 +781,7 @@ def key_freqs_embedding(model_or_W_E, p: int | None = None, max_keys: int = 12,
     return _gap_select(embedding_spectrum(model_or_W_E, p), max_keys, threshold)
 
 
-def key_freqs_logit_map(model, max_keys: int = 12, threshold: float | None = None, layer: int = 0) -> list[int]:
+def key_freqs_logit_map(model, max_keys: int | None = 12, threshold: float | None = None, layer: int = 0) -> list[int]:
     """Key frequencies, rule 2 ("neuron-logit map"): Fourier norms of ``W_L = W_out W_U``.
 
     ``W_L [d_mlp, p]`` maps neuron activations to logits; its Fourier
@@ -808,6 +808,7 @@ def key_freqs_neurons(model_or_acts, threshold: float = 0.85, min_neurons: int |
     nc = neuron_clusters(model_or_acts, threshold, layout)
     if min_neurons is None:
         min_neurons = max(1, int(round(0.01 * len(nc.freq))))
+    check_int(min_neurons, "min_neurons", 1)
     return sorted(k for k, ns in nc.clusters.items() if len(ns) >= min_neurons)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from helpers._util import attention_patterns as _patterns
+from helpers._util import check_int as _check_int
 from helpers._util import check_positive_int
 from helpers._util import check_seed as _check_seed
 from helpers.store import recipe
@@ -81,4 +82,6 @@ def attention_to_first(model, tokens: torch.Tensor, layer: int = 0, head: int = 
     >>> round(attention_to_first(uniform, tokens), 6) == round(1 / cfg.n_ctx, 6)
     True
     """
+    _check_int(layer, "layer")
+    _check_int(head, "head")
     return _patterns(model, tokens, layer)[:, head, -1, 0].mean().item()

@@ -251,6 +251,9 @@ class TransformerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"TransformerConfig.{name} must be an int, got {value!r}")
+        if not 0 <= self.seed <= 2**63 - 1:
+            raise ValueError(f"TransformerConfig.seed must lie in [0, 2**63 - 1] (what torch.manual_seed takes), "
+                             f"got {self.seed}")
         if self.n_layers < 0:
             raise ValueError(f"TransformerConfig.n_layers must be >= 0, got {self.n_layers}")
         for name in sizes[1:]:

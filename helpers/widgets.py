@@ -21,6 +21,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from helpers._util import attention_patterns as _patterns
+from helpers._util import check_int as _check_int
+from helpers._util import check_positive_int as _check_positive_int
 from helpers.plotting import attention_heatmap, pattern_grid
 
 __all__ = ["InteractiveFigure", "interactive_figure", "pattern_explorer", "pattern_explorer_static"]
@@ -183,6 +185,8 @@ def pattern_explorer(model, tokens: torch.Tensor, layer: int = 0, n_static: int 
     """
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
+    _check_int(layer, "layer")
+    _check_positive_int(n_static, "n_static")
     patterns = _patterns(model, tokens, layer)  # [batch, n_heads, q, k]
 
     def draw(fig, seq: int, head: int) -> None:

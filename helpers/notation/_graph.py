@@ -457,6 +457,8 @@ def identity_wire(left: str = "j", right: str = "k", dim: int | None = None) -> 
     """
     if not (isinstance(left, str) and isinstance(right, str)):
         raise TypeError("identity_wire takes the two end labels as strings")
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+        raise TypeError(f"dim must be a positive int or None, got {dim!r}")
     return Diagram(
         expr=f"->{left}{right}",
         inputs=(),
