@@ -1293,6 +1293,7 @@ def gradient_symmetricity(model, n_triples: int | None = None, seed: int = 0, la
     else:
         raise TypeError(f"model must be a HookedTransformer or a callable (x_a, x_b) -> logits, got {type(model).__name__}")
     check_positive_int(n_triples, "n_triples", allow_none=True)
+    _check_seed(seed)
     if n_triples is None:
         pair_idx = torch.arange(p * p).repeat_interleave(p)
         outs = torch.arange(p).repeat(p * p)

@@ -406,6 +406,7 @@ def metric_suite(model: HookedTransformer, data=None, n_triples: int = 1000, act
 
     Used in chapter 8.
     """
+    _check_int(n_triples, "n_triples", 1)
     L = M.logit_tensor(model)
     p = L.shape[0]
     acts = M.neuron_activations(model) if acts is None else acts

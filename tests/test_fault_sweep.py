@@ -46,7 +46,7 @@ SKIP = {"store.save", "store.train_or_load", "store.rebind", "store.main", "stor
         "store.register_model_class", "transformer.register_weight_transform", "training.train"}
 SKIP_PATTERN = re.compile(r"^(train|fit|sweep|run_|rebuild|recipe)|_recipe$|^make_")
 CALL_TIMEOUT = 5.0
-BASELINE_TIMEOUT = 2.0
+BASELINE_TIMEOUT = 3.0
 
 
 def _model():
@@ -72,6 +72,20 @@ SAMPLES = {
     "logits": lambda: torch.randn(4, 7, generator=torch.Generator().manual_seed(3)),
     "targets": lambda: torch.tensor([0, 1, 2, 3]),
     "expr": lambda: "ij,jk->ik", "name": lambda: "smoke", "threshold": lambda: 0.5,
+}
+
+
+def _attn_model():
+    return HookedTransformer(TransformerConfig(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=0, attn_only=True,
+                                               d_vocab=8, n_ctx=48, seed=0))
+
+
+# Per-module samples where the shared ones do not fit the module's models or data.
+MODULE_SAMPLES = {
+    "circuits": {"model": _attn_model, "seq_len": lambda: 3, "n_ctx": lambda: 48,
+                 "logits": lambda: torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(3))},
+    "degeneracy": {"acts": lambda: torch.randn(20, 4, generator=torch.Generator().manual_seed(4))},
+    "integration": {"p": lambda: 11},
 }
 
 
@@ -156,15 +170,16 @@ def sweep(module_name: str) -> tuple[Counter, list[str], int, int]:
     counts: Counter = Counter()
     findings: list[str] = []
     covered = skipped = 0
+    samples = {**SAMPLES, **MODULE_SAMPLES.get(module_name, {})}
     for qual, fn, sig in _public(module):
         params = [p for p in sig.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
         required = [p.name for p in params if p.default is p.empty]
-        if any(r not in SAMPLES for r in required):
+        if any(r not in samples for r in required):
             skipped += 1
             continue
         try:
-            with _deadline(BASELINE_TIMEOUT), torch.no_grad():
-                fn(**{r: SAMPLES[r]() for r in required})
+            with _deadline(BASELINE_TIMEOUT):
+                fn(**{r: samples[r]() for r in required})
         except BaseException:  # noqa: BLE001 - a baseline that fails only means this callable is not covered
             skipped += 1
             plt.close("all")
@@ -172,10 +187,10 @@ def sweep(module_name: str) -> tuple[Counter, list[str], int, int]:
         covered += 1
         for param in params:
             for label, value in bad_values(param):
-                kwargs = {r: SAMPLES[r]() for r in required}
+                kwargs = {r: samples[r]() for r in required}
                 kwargs[param.name] = value
                 try:
-                    with _deadline(CALL_TIMEOUT), torch.no_grad():
+                    with _deadline(CALL_TIMEOUT):
                         out = fn(**kwargs)
                         if isinstance(out, contextlib.AbstractContextManager):
                             with out:  # a context manager checks its arguments on entry
