@@ -244,6 +244,11 @@ def attention_patterns(model, tokens, layer: int | None = None, fwd_hooks: Seque
 
     from helpers.transformer import act_name
 
+    fwd_hooks = check_hooks(fwd_hooks)
+    if not is_torch(tokens):
+        raise TypeError(f"tokens must be a tensor [batch, pos] of token ids, got {type(tokens).__name__}")
+    if layer is not None:
+        check_int(layer, "layer")
     layers = range(model.cfg.n_layers) if layer is None else [layer]
     names = [act_name("pattern", l) for l in layers]
     with torch.no_grad():

@@ -1471,6 +1471,9 @@ def induction_config(n_layers: int = 2, *, d_vocab: int = 48, n_ctx: int = 48, d
 
     The configuration of chapter 3's recipes; not used by a page.
     """
+    for _name, _value in (("n_layers", n_layers), ("d_vocab", d_vocab), ("n_ctx", n_ctx), ("d_model", d_model),
+                         ("n_heads", n_heads)):
+        _check_int(_value, _name, 1)
     if d_model % n_heads:
         raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
     return TransformerConfig(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_head=d_model // n_heads,

@@ -2071,6 +2071,9 @@ def lookup_task(n: int, n_positions: int = 8, n_tokens: int = 16, seed: int = 0)
     >>> bool((tokens[range(3), tokens[:, -1] - 5] == targets).all())
     True
     """
+    check_int(n_positions, "n_positions", 1)
+    check_int(n_tokens, "n_tokens", 1)
+    _check_seed(seed)
     import torch
 
     n = _check_int(n, "n")
@@ -2091,6 +2094,9 @@ def lookup_config(seed: int = 0, n_positions: int = 8, n_tokens: int = 16):
 
     The model of chapter 2's look-up recipes; not used by a page.
     """
+    check_int(n_positions, "n_positions", 1)
+    check_int(n_tokens, "n_tokens", 1)
+    _check_seed(seed)
     from helpers.transformer import TransformerConfig
 
     return TransformerConfig(

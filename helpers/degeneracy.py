@@ -590,6 +590,11 @@ def token_position_onehots(tokens: torch.Tensor, d_vocab: int, n_ctx: int) -> to
 
     Used in chapter 7.
     """
+    for _name, _value in (("d_vocab", d_vocab), ("n_ctx", n_ctx)):
+        if isinstance(_value, bool) or not isinstance(_value, int) or _value < 1:
+            raise TypeError(f"{_name} must be a positive int, got {_value!r}")
+    if not isinstance(tokens, torch.Tensor):
+        raise TypeError(f"tokens must be a tensor [batch, pos] of token ids, got {type(tokens).__name__}")
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
     pos = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)

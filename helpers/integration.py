@@ -872,6 +872,9 @@ def synthetic_pizza(p: int, d_mlp: int = 512, n_freqs: int = 5, seed: int = 0) -
 
     Not named on chapter 5's page: a building block of the functions, recipes or checks behind it. (the cost-vs-p benchmark).
     """
+    for _name, _value in (("d_mlp", d_mlp), ("n_freqs", n_freqs)):
+        if isinstance(_value, bool) or not isinstance(_value, int) or _value < 1:
+            raise TypeError(f"{_name} must be a positive int, got {_value!r}")
     p = _check_p(p)
     if n_freqs > (p - 1) // 2:
         raise ValueError(f"n_freqs must be <= (p-1)/2 = {(p - 1) // 2}, got {n_freqs}")
@@ -890,6 +893,9 @@ def synthetic_factored(p: int, d_mlp: int = 512, n_freqs: int = 5, seed: int = 0
 
     Used in chapter 5 (the cost-vs-p benchmark).
     """
+    for _name, _value in (("d_mlp", d_mlp), ("n_freqs", n_freqs)):
+        if isinstance(_value, bool) or not isinstance(_value, int) or _value < 1:
+            raise TypeError(f"{_name} must be a positive int, got {_value!r}")
     freq, phase, m = synthetic_pizza(p, d_mlp, n_freqs, seed)
     x = np.arange(p)
     w = 2 * np.pi * freq / p

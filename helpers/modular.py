@@ -141,10 +141,9 @@ def _check_fraction(frac, name: str = "frac_train") -> float:
 
 
 def _check_freqs(freqs, p: int, name: str = "key_freqs") -> list[int]:
-    try:
-        out = [int(k) for k in freqs]
-    except TypeError:
-        raise TypeError(f"{name} must be a sequence of ints, got {freqs!r}") from None
+    if isinstance(freqs, (str, bytes)) or not hasattr(freqs, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of ints, got {freqs!r}")
+    out = [check_int(k, f"{name} entry") for k in freqs]  # 1.5 is refused, not truncated
     bad = [k for k in out if not 1 <= k <= (p - 1) // 2]
     if bad:
         raise ValueError(f"{name} must lie in 1..{(p - 1) // 2} for p={p}, got {bad}")
@@ -283,7 +282,7 @@ def task_of(model_or_cfg, layout: str | None = None) -> tuple[int, str]:
     """
     cfg = getattr(model_or_cfg, "cfg", model_or_cfg)
     if not isinstance(cfg, TransformerConfig):
-        raise TypeError(f"expected a HookedTransformer or TransformerConfig, got {type(model_or_cfg).__name__}")
+        raise TypeError(f"model must be a HookedTransformer (or its TransformerConfig), got {type(model_or_cfg).__name__}")
     p = cfg.d_vocab_out
     if layout is None:
         if cfg.d_vocab == p + 1 and cfg.n_ctx >= 3:
@@ -559,6 +558,8 @@ def fourier_norms(x, p: int | None = None, axis: int = 0) -> np.ndarray:
 
     Chapter 4 uses it through :func:`key_frequencies`.
     """
+    if p is not None:
+        _check_p(p, prime=False)
     x = np.moveaxis(_as_numpy(x), axis, 0)
     if p is not None:
         if x.shape[0] < p:
@@ -589,6 +590,8 @@ def embedding_spectrum(model_or_W_E, p: int | None = None) -> np.ndarray:
 
     Chapter 4 uses it through :func:`plot_embedding_spectrum`.
     """
+    if p is not None:
+        _check_p(p, prime=False)
     if isinstance(model_or_W_E, HookedTransformer):
         p = p or task_of(model_or_W_E)[0]
         W_E = model_or_W_E.W_E
@@ -749,6 +752,8 @@ def _gap_select(norms: np.ndarray, max_keys: int | None, threshold: float | None
     """Frequencies (1-based index into norms[1:]) above a relative threshold or before the largest gap."""
     v = np.asarray(norms[1:], dtype=np.float64)
     if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
+            raise TypeError(f"threshold must be a number in (0, 1] or None, got {threshold!r}")
         if not 0 < threshold <= 1:
             raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
         return sorted(int(k) + 1 for k in np.nonzero(v >= threshold * v.max())[0])
@@ -778,6 +783,8 @@ def key_freqs_embedding(model_or_W_E, p: int | None = None, max_keys: int | None
 
     Chapter 4 uses it through :func:`key_frequencies`.
     """
+    if p is not None:
+        _check_p(p, prime=False)
     return _gap_select(embedding_spectrum(model_or_W_E, p), max_keys, threshold)
 
 
@@ -790,6 +797,7 @@ def key_freqs_logit_map(model, max_keys: int | None = 12, threshold: float | Non
 
     Chapter 4 uses it through :func:`key_frequencies`.
     """
+    check_int(layer, "layer")
     p, _ = task_of(model)
     W_L = (model.W_out[layer] @ model.W_U).detach()
     return _gap_select(fourier_norms(W_L, axis=1), max_keys, threshold)
@@ -1404,6 +1412,9 @@ def plot_embedding_spectrum(model_or_W_E, ax=None, key_freqs: Iterable[int] = ()
 
     Used in chapter 4.
     """
+    if isinstance(key_freqs, (str, bytes)) or not hasattr(key_freqs, "__iter__"):
+        raise TypeError(f"key_freqs must be a sequence of ints, got {key_freqs!r}")
+    key_freqs = [check_int(k, "key_freqs entry", 1) for k in key_freqs]
     import matplotlib.pyplot as plt
 
     norms = embedding_spectrum(model_or_W_E, p)[1:]
@@ -1760,6 +1771,8 @@ def circularity(model_or_W_E, n_components: int = 4, p: int | None = None) -> np
 
     Used in chapter 4.
     """
+    if p is not None:
+        _check_p(p, prime=False)
     if isinstance(model_or_W_E, HookedTransformer):
         p = p or task_of(model_or_W_E)[0]
         W = _as_numpy(model_or_W_E.W_E)[:p]
@@ -1869,6 +1882,7 @@ def attention_to_inputs(model, layout: str | None = None, layer: int = 0) -> np.
 
     Used in chapter 4.
     """
+    check_int(layer, "layer")
     p, tokens = _all_tokens(model, layout)
     name = f"blocks.{int(layer)}.attn.hook_pattern"
     with torch.no_grad():
