@@ -902,6 +902,8 @@ def _ce_subset(logits: np.ndarray, subset) -> float:
 def _check_subset(subset, p: int) -> np.ndarray:
     """``subset`` as a 1-D int64 index array into the ``p*p`` pairs (no bool masks, floats, negatives, empties)."""
     a = to_numpy(subset)
+    if a.size == 0:
+        raise ValueError("subset must be a non-empty 1-D index array: the mean loss of no pairs is undefined")
     if a.dtype == bool:
         raise TypeError("subset must be indices into the p*p pairs, got a boolean mask; pass np.flatnonzero(mask)")
     if a.dtype.kind not in "iu":

@@ -63,6 +63,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helpers._factored import FactoredMatrix
+from helpers._util import check_hooks
 
 __all__ = [
     "TransformerConfig",
@@ -820,6 +821,8 @@ class HookedTransformer(nn.Module):
         if lo < 0 or hi >= self.cfg.d_vocab:
             bad = lo if lo < 0 else hi
             raise ValueError(f"token id {bad} out of range: tokens must lie in [0, d_vocab={self.cfg.d_vocab})")
+        if tokens.dtype not in (torch.int64, torch.int32):  # uint8, int16, ...: the embedding takes only these two
+            tokens = tokens.long()
         return tokens.to(self.device)
 
     def _check_positions(self, read_positions, n_pos: int) -> torch.Tensor | None:
@@ -895,6 +898,7 @@ class HookedTransformer(nn.Module):
 
         Backward hooks fire during a ``.backward()`` called inside the block.
         """
+        fwd_hooks, bwd_hooks = check_hooks(fwd_hooks, "fwd_hooks"), check_hooks(bwd_hooks, "bwd_hooks")
         handles: list[HookHandle] = []
         try:
             for direction, pairs in (("fwd", fwd_hooks), ("bwd", bwd_hooks)):
@@ -934,6 +938,7 @@ class HookedTransformer(nn.Module):
             names = [n for n in self.hook_dict if names_filter(n)]
         else:
             names = [h.name for n in names_filter for h in self._resolve(n)]
+        fwd_hooks = check_hooks(fwd_hooks)
         cache = ActivationCache()
 
         def save(x, hook):
