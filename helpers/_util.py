@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["NotAnIntegerError", "is_torch", "to_numpy", "check_int", "check_positive_int", "eval_mode",
-           "attention_patterns"]
+__all__ = ["NotAnIntegerError", "is_torch", "to_numpy", "check_int", "check_positive_int", "check_seed",
+           "check_number", "check_finite", "check_token_ids", "check_hooks", "eval_mode", "attention_patterns"]
+
+SEED_MAX = 2**63 - 1
 
 
 class NotAnIntegerError(TypeError, ValueError):
@@ -96,6 +98,120 @@ def check_positive_int(value: Any, name: str, *, allow_none: bool = False) -> in
     return int(value)
 
 
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """``seed`` as an ``int`` in ``[0, 2**63 - 1]`` (what both ``torch.manual_seed`` and numpy accept).
+
+    >>> check_seed(np.int64(7))
+    7
+    >>> check_seed(2**70)
+    Traceback (most recent call last):
+    ...
+    ValueError: seed must be <= 9223372036854775807, got 1180591620717411303424
+    """
+    return check_int(seed, name, 0, SEED_MAX)
+
+
+def check_number(value: Any, name: str, *, minimum: float | None = None, positive: bool = False,
+                 allow_none: bool = False) -> float | None:
+    """``value`` as a finite ``float`` (not a bool), optionally ``>= minimum`` or ``> 0``.
+
+    >>> check_number(0.5, "lr", positive=True)
+    0.5
+    >>> check_number(-1.0, "grad_clip", minimum=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: grad_clip must be >= 0, got -1.0
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number{' or None' if allow_none else ''}, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_finite(x: Any, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` if the array or tensor ``x`` holds NaN or inf.
+
+    >>> check_finite(np.array([1.0, np.nan]), "A")
+    Traceback (most recent call last):
+    ...
+    ValueError: A contains NaN or inf (1 of 2 entries)
+    """
+    if is_torch(x):
+        import torch
+
+        if x.is_floating_point() or x.is_complex():
+            bad = int((~torch.isfinite(x)).sum())
+        else:
+            bad = 0
+        size = x.numel()
+    else:
+        a = np.asarray(x)
+        bad = int((~np.isfinite(a)).sum()) if a.dtype.kind in "fc" else 0
+        size = a.size
+    if bad:
+        raise ValueError(f"{name} contains NaN or inf ({bad} of {size} entries)")
+
+
+def check_token_ids(tokens: Any, name: str = "tokens", d_vocab: int | None = None):
+    """``tokens`` as an int64 tensor of token ids (any integer dtype accepted and widened).
+
+    Floats, bools and complex numbers are refused (a float id would be truncated),
+    as are negative ids and, with ``d_vocab``, ids ``>= d_vocab``.
+
+    >>> check_token_ids(np.array([1, 2], dtype=np.uint8)).dtype
+    torch.int64
+    """
+    import torch
+
+    if not isinstance(tokens, torch.Tensor):
+        if isinstance(tokens, (list, tuple, np.ndarray)) or isinstance(tokens, numbers.Integral):
+            try:
+                tokens = torch.as_tensor(np.asarray(tokens))
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise TypeError(f"{name} must be integer token ids, got {type(tokens).__name__} ({exc})") from None
+        else:
+            raise TypeError(f"{name} must be a tensor of integer token ids, got {type(tokens).__name__}")
+    if tokens.dtype == torch.bool or tokens.is_floating_point() or tokens.is_complex():
+        raise TypeError(f"{name} must hold integer token ids, got dtype {tokens.dtype}")
+    tokens = tokens.long()
+    if tokens.numel() and int(tokens.min()) < 0:
+        raise ValueError(f"{name} must be >= 0, got {int(tokens.min())}")
+    if d_vocab is not None and tokens.numel() and int(tokens.max()) >= d_vocab:
+        raise ValueError(f"{name} must be < d_vocab={d_vocab}, got {int(tokens.max())}")
+    return tokens
+
+
+def check_hooks(fwd_hooks: Any, name: str = "fwd_hooks") -> list[tuple]:
+    """``fwd_hooks`` as a list of ``(hook name or filter, fn)`` pairs.
+
+    >>> check_hooks(None)
+    Traceback (most recent call last):
+    ...
+    TypeError: fwd_hooks must be a list of (name, fn) pairs, got None
+    """
+    if isinstance(fwd_hooks, (str, bytes)) or not isinstance(fwd_hooks, (list, tuple)):
+        raise TypeError(f"{name} must be a list of (name, fn) pairs, got {fwd_hooks!r}")
+    out = []
+    for i, pair in enumerate(fwd_hooks):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise TypeError(f"{name}[{i}] must be a (name, fn) pair, got {pair!r}")
+        hook_name, fn = pair
+        if not (isinstance(hook_name, str) or callable(hook_name)):
+            raise TypeError(f"{name}[{i}][0] must be a hook name or a name filter, got {hook_name!r}")
+        if not callable(fn):
+            raise TypeError(f"{name}[{i}][1] must be callable fn(tensor, hook), got {fn!r}")
+        out.append((hook_name, fn))
+    return out
+
+
 @contextmanager
 def eval_mode(model) -> Iterator[Any]:
     """Put ``model`` in eval mode for a block, then restore its training flag.
@@ -128,6 +244,11 @@ def attention_patterns(model, tokens, layer: int | None = None, fwd_hooks: Seque
 
     from helpers.transformer import act_name
 
+    fwd_hooks = check_hooks(fwd_hooks)
+    if not is_torch(tokens):
+        raise TypeError(f"tokens must be a tensor [batch, pos] of token ids, got {type(tokens).__name__}")
+    if layer is not None:
+        check_int(layer, "layer")
     layers = range(model.cfg.n_layers) if layer is None else [layer]
     names = [act_name("pattern", l) for l in layers]
     with torch.no_grad():

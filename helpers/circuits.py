@@ -65,7 +65,9 @@ import torch
 import torch.nn.functional as F
 
 from helpers._util import attention_patterns as _patterns
+from helpers._util import check_finite as _check_finite
 from helpers._util import check_int as _check_int
+from helpers._util import check_seed as _check_seed
 from helpers.store import recipe
 from helpers.training import TrainResult, cross_entropy, train
 from helpers.transformer import HookedTransformer, TransformerConfig, act_name
@@ -263,6 +265,7 @@ def full_qk_circuit(model: HookedTransformer, layer: int, head: int, query: str 
     [0, 1, 2, 3]
     """
     _check_model(model, qk=True)
+    _check_head(model, head)  # one head: the result is documented 2-D
     w = qk_matrix(model, layer, head)
     return _side(model, query, "query") @ w @ _side(model, key, "key").T
 
@@ -286,6 +289,7 @@ def full_ov_circuit(model: HookedTransformer, layer: int, head: int) -> torch.Te
     1.0
     """
     _check_model(model)
+    _check_head(model, head)  # one head: the result is documented 2-D
     return model.W_E @ ov_matrix(model, layer, head) @ model.W_U
 
 
@@ -383,6 +387,8 @@ def composition_score(A, B) -> torch.Tensor:
     (0.0, 0.7071)
     """
     A, B = _as_matrix(A, "A"), _as_matrix(B, "B")
+    _check_finite(A, "A")
+    _check_finite(B, "B")
     if A.shape[-1] != B.shape[-2]:
         raise ValueError(f"A [..., n, m] and B [..., m, k] must share m, got A {tuple(A.shape)} and B {tuple(B.shape)}")
     dtype = torch.promote_types(A.dtype, B.dtype)
@@ -505,7 +511,7 @@ def composition_baseline(d_model: int, d_head: int, *, n_samples: int = 2000, pe
     d_model = _check_int(d_model, "d_model", 1)
     d_head = _check_int(d_head, "d_head", 1)
     _check_baseline_args(n_samples, percentile)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(_check_seed(seed))
     out = []
     for start in range(0, n_samples, 500):
         n = min(500, n_samples - start)
@@ -541,7 +547,7 @@ def rotated_baseline(A, B, *, n_samples: int = 2000, percentile: float = 99.0, s
         raise ValueError(f"A and B must be square [d_model, d_model] matrices of one size, got {tuple(A.shape)}, "
                          f"{tuple(B.shape)}")
     _check_baseline_args(n_samples, percentile)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(_check_seed(seed))
     d = A.shape[1]
     A, B = A.to(torch.float64), B.to(torch.float64)
     out = []
@@ -855,7 +861,8 @@ def copying_score(M) -> float:
     (1.0, 0.0)
     """
     M = _square(M)
-    return float((M.argmax(dim=1) == torch.arange(M.shape[0])).double().mean())
+    _check_finite(M, "M")
+    return float((M.argmax(dim=1) == torch.arange(M.shape[0], device=M.device)).double().mean())
 
 
 def eigenvalue_copying_score(M) -> float:
@@ -1059,7 +1066,7 @@ def repeat_data(n_seq: int, n_ctx: int, d_vocab: int, *, seq_len=(6, 20), random
         )
     if not isinstance(random_offset, bool) or not isinstance(distinct, bool):
         raise TypeError("random_offset and distinct must be bools")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(_check_seed(seed))
     B, T, V1 = n_seq, n_ctx, d_vocab - 1
     others = torch.tensor([t for t in range(d_vocab) if t != bos])
     n = torch.randint(lo, hi + 1, (B,), generator=gen)
@@ -1148,6 +1155,11 @@ def per_position_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tenso
     if not isinstance(tokens, torch.Tensor) or tokens.shape != logits.shape[:2]:
         raise ValueError(f"tokens must be a tensor of shape {tuple(logits.shape[:2])} (logits' batch and pos), got "
                          f"{tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__}")
+    if tokens.dtype == torch.bool or tokens.is_floating_point() or tokens.is_complex():
+        raise TypeError(f"tokens must hold integer token ids, got dtype {tokens.dtype}")
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= logits.shape[-1]):
+        raise ValueError(f"tokens must lie in [0, d_vocab_out = {logits.shape[-1]}), got "
+                         f"[{int(tokens.min())}, {int(tokens.max())}]")
     if logits.shape[1] < 2:
         raise ValueError("need at least 2 positions for a next-token loss")
     logp = F.log_softmax(logits[:, :-1].to(torch.float64), dim=-1)
@@ -1388,7 +1400,7 @@ def induction_head_weights(d_vocab: int, n_ctx: int, *, bos: int = 0, attn_stren
     W_U = torch.zeros(D, V, dtype=f64)
     W_U[outb + torch.arange(V), torch.arange(V)] = 1.0
     if basis == "random":
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator().manual_seed(_check_seed(seed))
         q, r = torch.linalg.qr(torch.randn(D, D, generator=gen, dtype=f64))
         R = q * torch.sign(torch.diagonal(r))[None, :]
         W_E, W_pos, W_U = W_E @ R, W_pos @ R, R.T @ W_U
@@ -1459,6 +1471,9 @@ def induction_config(n_layers: int = 2, *, d_vocab: int = 48, n_ctx: int = 48, d
 
     The configuration of chapter 3's recipes; not used by a page.
     """
+    for _name, _value in (("n_layers", n_layers), ("d_vocab", d_vocab), ("n_ctx", n_ctx), ("d_model", d_model),
+                         ("n_heads", n_heads)):
+        _check_int(_value, _name, 1)
     if d_model % n_heads:
         raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
     return TransformerConfig(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_head=d_model // n_heads,

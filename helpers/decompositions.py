@@ -59,6 +59,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from helpers._util import check_int, to_numpy
+from helpers._util import check_seed as _check_seed
 from helpers._util import is_torch as _is_torch
 from helpers.store import recipe
 
@@ -203,6 +204,13 @@ def _check_int(value: Any, name: str, minimum: int = 1) -> int:
     return check_int(value, name, minimum)
 
 
+def _check_dims(shape: Any, name: str = "shape") -> tuple[int, ...]:
+    """A tensor shape: a sequence of positive ints (``2.5`` or ``"ab"`` is refused, not truncated)."""
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of positive ints, got {shape!r}")
+    return tuple(_check_int(s, f"{name}[{n}]") for n, s in enumerate(shape))
+
+
 def _check_ranks(ranks: Any, shape: tuple[int, ...], name: str = "ranks") -> tuple[int, ...]:
     """Tucker ranks: one int for every mode, or one per mode; 1 <= r_n <= I_n."""
     if isinstance(ranks, numbers.Integral) and not isinstance(ranks, bool):
@@ -308,7 +316,7 @@ def fold(M: ArrayLike, mode: int, shape: Sequence[int]) -> ArrayLike:
     True
     """
     a = _check_tensor(M, "M", ndim=2)
-    shape = tuple(int(s) for s in shape)
+    shape = _check_dims(shape)
     mode = _check_mode(mode, len(shape))
     if a.size != math.prod(shape) or a.shape[0] != shape[mode]:
         raise ValueError(f"M of shape {a.shape} is not a mode-{mode} unfolding of shape {shape}")
@@ -568,8 +576,11 @@ def svd_n_params(shape: Sequence[int], rank: int) -> int:
     >>> svd_n_params((100, 50), 3)
     453
     """
-    m, n = (int(s) for s in shape)
-    return int(rank) * (m + n + 1)
+    shape = _check_dims(shape)
+    if len(shape) != 2:
+        raise ValueError(f"shape must be [m, n], got {shape}")
+    m, n = shape
+    return _check_int(rank, "rank", 0) * (m + n + 1)
 
 
 # ---------------------------------------------------------------------------
@@ -659,7 +670,7 @@ def cp_n_params(shape: Sequence[int], rank: int) -> int:
     >>> cp_n_params((10, 20, 30), 4)
     244
     """
-    return int(rank) * (sum(int(s) for s in shape) + 1)
+    return _check_int(rank, "rank", 0) * (sum(_check_dims(shape)) + 1)
 
 
 def cp_normalize(weights: ArrayLike, factors: Sequence[ArrayLike]) -> tuple[Any, list[Any]]:
@@ -748,7 +759,7 @@ def _solve_gram(V: np.ndarray, M: np.ndarray) -> np.ndarray:
 
 def _cp_init(a: np.ndarray, rank: int, init: Any, seed: int) -> list[np.ndarray]:
     shape = a.shape
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_check_seed(seed))
     if isinstance(init, str):
         if init == "random":
             return [rng.standard_normal((I, rank)) for I in shape]
@@ -859,6 +870,8 @@ def cp_als(
     N = a.ndim
     fs = _cp_init(a, rank, init, seed)
     norm2 = float(np.dot(a.ravel(), a.ravel()))
+    if not math.isfinite(norm2):
+        raise ValueError(f"T's squared norm overflows float64 (max |T| = {np.abs(a).max():.3g}); rescale T first")
     norm = math.sqrt(norm2)
     back = _converter(T)
     if norm == 0:
@@ -1119,10 +1132,8 @@ def tucker_n_params(shape: Sequence[int], ranks: Sequence[int]) -> int:
     >>> tucker_n_params((10, 10, 10), (2, 2, 2))
     68
     """
-    shape = [int(s) for s in shape]
-    if isinstance(ranks, numbers.Integral):
-        ranks = [int(ranks)] * len(shape)
-    ranks = [int(r) for r in ranks]
+    shape = _check_dims(shape)
+    ranks = _check_ranks(ranks, shape)
     return math.prod(ranks) + sum(i * r for i, r in zip(shape, ranks))
 
 
@@ -1370,10 +1381,12 @@ def tt_n_params(shape: Sequence[int], ranks: int | Sequence[int]) -> int:
     >>> tt_n_params((2,) * 10, 4)      # 2*4 + 8*(4*2*4) + 4*2, against 2**10 = 1024
     272
     """
-    shape = [int(s) for s in shape]
-    if isinstance(ranks, numbers.Integral):
-        ranks = [int(ranks)] * (len(shape) - 1)
-    r = [1] + [int(x) for x in ranks] + [1]
+    shape = _check_dims(shape)
+    if isinstance(ranks, numbers.Integral) and not isinstance(ranks, bool):
+        ranks = [ranks] * (len(shape) - 1)
+    if isinstance(ranks, (str, bytes)) or not hasattr(ranks, "__iter__"):
+        raise TypeError(f"ranks must be an int or a sequence of ints, got {ranks!r}")
+    r = [1] + [_check_int(x, "ranks entry", 0) for x in ranks] + [1]
     if len(r) != len(shape) + 1:
         raise ValueError(f"ranks must have {len(shape) - 1} entries for {len(shape)} modes; got {len(r) - 2}")
     return sum(r[k] * shape[k] * r[k + 1] for k in range(len(shape)))
@@ -1537,8 +1550,9 @@ def random_cp_tensor(shape: Sequence[int], rank: int, seed: int = 0) -> np.ndarr
     (3, 4, 5)
     """
     rank = _check_int(rank, "rank")
-    rng = np.random.default_rng(seed)
-    T = _cp_full(np.ones(rank), [rng.standard_normal((int(I), rank)) for I in shape])
+    shape = _check_dims(shape)
+    rng = np.random.default_rng(_check_seed(seed))
+    T = _cp_full(np.ones(rank), [rng.standard_normal((I, rank)) for I in shape])
     return T / np.linalg.norm(T)
 
 
@@ -1550,9 +1564,9 @@ def random_tucker_tensor(shape: Sequence[int], ranks: Sequence[int], seed: int =
     >>> random_tucker_tensor((3, 4, 5), (1, 2, 2)).shape
     (3, 4, 5)
     """
-    shape = tuple(int(s) for s in shape)
+    shape = _check_dims(shape)
     ranks = _check_ranks(ranks, shape)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_check_seed(seed))
     core = rng.standard_normal(ranks)
     T = core
     for n, (I, r) in enumerate(zip(shape, ranks)):
@@ -1568,11 +1582,11 @@ def random_tt_tensor(shape: Sequence[int], ranks: Sequence[int], seed: int = 0) 
     >>> random_tt_tensor((2, 3, 4, 5), (2, 3, 2)).shape
     (2, 3, 4, 5)
     """
-    shape = tuple(int(s) for s in shape)
+    shape = _check_dims(shape)
     r = [1] + [_check_int(x, "ranks") for x in ranks] + [1]
     if len(r) != len(shape) + 1:
         raise ValueError(f"ranks must have {len(shape) - 1} entries for {len(shape)} modes; got {len(r) - 2}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_check_seed(seed))
     T = _tt_full([rng.standard_normal((r[k], I, r[k + 1])) for k, I in enumerate(shape)])
     return T / np.linalg.norm(T)
 
@@ -1593,7 +1607,7 @@ def synthetic_image(size: int = 128, seed: int = 0) -> np.ndarray:
     ((32, 32, 3), True)
     """
     size = _check_int(size, "size", minimum=8)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_check_seed(seed))
     y, x = np.mgrid[0:size, 0:size] / (size - 1)  # [0, 1]
     img = np.empty((size, size, 3))
     # sky-like vertical gradient and a soft horizontal one
@@ -1622,6 +1636,10 @@ def synthetic_image(size: int = 128, seed: int = 0) -> np.ndarray:
     return np.clip(img, 0.0, 1.0)
 
 
+_MATMUL_TENSOR_MAX_N = 12
+"""Largest ``n`` :func:`matmul_tensor` builds (``12**6`` float64 entries = 23 MiB)."""
+
+
 def matmul_tensor(n: int = 2) -> np.ndarray:
     """The ``n x n`` matrix-multiplication tensor, shape ``[n^2, n^2, n^2]``.
 
@@ -1639,6 +1657,9 @@ def matmul_tensor(n: int = 2) -> np.ndarray:
     True
     """
     n = _check_int(n, "n")
+    if n > _MATMUL_TENSOR_MAX_N:
+        raise ValueError(f"n must be <= {_MATMUL_TENSOR_MAX_N}: the tensor has n^6 entries "
+                         f"({n ** 6 * 8 / 2**30:.3g} GiB of float64 for n = {n})")
     M = np.zeros((n * n,) * 3)
     for i in range(n):
         for j in range(n):
@@ -1711,6 +1732,8 @@ def rank_sweep(
     cp_tol: float = 1e-10,
     tucker_iter: int = 20,
 ) -> dict:
+    if isinstance(cp_tol, bool) or not isinstance(cp_tol, (int, float)) or not cp_tol >= 0:
+        raise TypeError(f"cp_tol must be a number >= 0, got {cp_tol!r}")
     """Relative error and parameter count of each decomposition at each rank knob.
 
     * ``"SVD"``, rank ``r``: with ``svd="unfold"`` the truncated SVD of the
@@ -2048,6 +2071,9 @@ def lookup_task(n: int, n_positions: int = 8, n_tokens: int = 16, seed: int = 0)
     >>> bool((tokens[range(3), tokens[:, -1] - 5] == targets).all())
     True
     """
+    check_int(n_positions, "n_positions", 1)
+    check_int(n_tokens, "n_tokens", 1)
+    _check_seed(seed)
     import torch
 
     n = _check_int(n, "n")
@@ -2068,6 +2094,9 @@ def lookup_config(seed: int = 0, n_positions: int = 8, n_tokens: int = 16):
 
     The model of chapter 2's look-up recipes; not used by a page.
     """
+    check_int(n_positions, "n_positions", 1)
+    check_int(n_tokens, "n_tokens", 1)
+    _check_seed(seed)
     from helpers.transformer import TransformerConfig
 
     return TransformerConfig(

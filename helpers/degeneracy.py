@@ -56,6 +56,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helpers._util import check_seed as _check_seed
 from helpers.store import recipe, register_model_class
 from helpers.training import accuracy, train
 
@@ -175,7 +176,7 @@ MLP_TRAINING = dict(p=7, hidden=(48, 48), steps=2000, lr=3e-3, weight_decay=1e-2
 
 def mlp_name(seed: int) -> str:
     """Checkpoint name of the chapter's MLP for ``seed``, e.g. ``degeneracy_mlp_s0``. Used in chapter 7."""
-    return f"degeneracy_mlp_s{int(seed)}"
+    return f"degeneracy_mlp_s{_check_seed(seed)}"
 
 
 def train_two_sums(seed: int = 0, p: int = 7, hidden: Sequence[int] = (48, 48), steps: int = 2000,
@@ -333,7 +334,7 @@ def activation_free_direction(null: torch.Tensor, W_name: str, W_shape: Sequence
         raise ValueError(f"null has {null.shape[0]} rows; expected d_in={d_in}" + (" + 1 (bias)" if b_name else ""))
     if null.shape[1] == 0:
         raise ValueError("null is empty: this layer has no activation degeneracy at this tolerance")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(_check_seed(seed))
     R = torch.randn(null.shape[1], d_out, generator=gen, dtype=torch.float64).to(null.device)
     step = null @ R
     out = {W_name: step[:d_in]}
@@ -356,7 +357,7 @@ def jacobian_free_direction(null: torch.Tensor, W_name: str, W_shape: Sequence[i
         raise ValueError(f"null has {null.shape[0]} rows; expected the layer width {d}")
     if null.shape[1] == 0:
         raise ValueError("null is empty: this layer has no Jacobian degeneracy at this tolerance")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(_check_seed(seed))
     R = torch.randn(d_in + 1, null.shape[1], generator=gen, dtype=torch.float64).to(null.device)
     step = R @ null.T
     out = {W_name: step[:d_in]}
@@ -387,7 +388,7 @@ def synchronised_free_direction(groups: list[list[int]], W_in: torch.Tensor, b_i
         raise ValueError(f"names must give the names of (W_in, b_in, W_out), got {names!r}")
     if not groups:
         raise ValueError("groups is empty: no synchronised neurons")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(_check_seed(seed))
     dW_in, db_in, dW_out = (torch.zeros_like(t, dtype=torch.float64) for t in (W_in, b_in, W_out))
     for g in groups:
         i, others = g[0], list(g[1:])
@@ -400,7 +401,7 @@ def synchronised_free_direction(groups: list[list[int]], W_in: torch.Tensor, b_i
 
 def random_direction(like: dict, seed: int = 0) -> dict:
     """A Gaussian direction on the same parameters (and shapes) as ``like``. Not named on chapter 7's page: a building block of the functions, recipes or checks behind it."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(_check_seed(seed))
     return {k: torch.randn(v.shape, generator=gen, dtype=torch.float64).to(v.device) for k, v in like.items()}
 
 
@@ -520,7 +521,7 @@ def rescaled_neurons(W_in: torch.Tensor, b_in: torch.Tensor, W_out: torch.Tensor
 
     Used in chapter 7.
     """
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(_check_seed(seed))
     signs = (torch.randint(0, 2, (W_in.shape[1],), generator=gen) * 2 - 1).double().to(W_in.device)
     ref = total_norm if total_norm is not None else flat_norm({"a": W_in, "b": b_in, "c": W_out})
     Wi, bi, Wo = W_in.double(), b_in.double(), W_out.double()
@@ -589,6 +590,11 @@ def token_position_onehots(tokens: torch.Tensor, d_vocab: int, n_ctx: int) -> to
 
     Used in chapter 7.
     """
+    for _name, _value in (("d_vocab", d_vocab), ("n_ctx", n_ctx)):
+        if isinstance(_value, bool) or not isinstance(_value, int) or _value < 1:
+            raise TypeError(f"{_name} must be a positive int, got {_value!r}")
+    if not isinstance(tokens, torch.Tensor):
+        raise TypeError(f"tokens must be a tensor [batch, pos] of token ids, got {type(tokens).__name__}")
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
     pos = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
@@ -837,7 +843,7 @@ def sublevel_volume(loss_fn: Callable[[np.ndarray], np.ndarray], eps: Sequence[f
 
     Used in chapter 7.
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_check_seed(seed))
     w = rng.uniform(-radius, radius, size=(int(n), int(dim)))
     vals = np.asarray(loss_fn(w))
     box = (2 * radius) ** dim

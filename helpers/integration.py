@@ -57,6 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from helpers._util import check_seed as _check_seed
 from helpers.modular import all_pairs, task_of
 from helpers.transformer import HookedTransformer
 
@@ -874,10 +875,13 @@ def synthetic_pizza(p: int, d_mlp: int = 512, n_freqs: int = 5, seed: int = 0) -
 
     Not named on chapter 5's page: a building block of the functions, recipes or checks behind it. (the cost-vs-p benchmark).
     """
+    for _name, _value in (("d_mlp", d_mlp), ("n_freqs", n_freqs)):
+        if isinstance(_value, bool) or not isinstance(_value, int) or _value < 1:
+            raise TypeError(f"{_name} must be a positive int, got {_value!r}")
     p = _check_p(p)
     if n_freqs > (p - 1) // 2:
         raise ValueError(f"n_freqs must be <= (p-1)/2 = {(p - 1) // 2}, got {n_freqs}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_check_seed(seed))
     keys = rng.choice(np.arange(1, (p - 1) // 2 + 1), size=n_freqs, replace=False)
     freq = keys[np.arange(d_mlp) % n_freqs]
     return freq, rng.uniform(-np.pi, np.pi, d_mlp), rng.uniform(0.5, 1.5, d_mlp)
@@ -892,6 +896,9 @@ def synthetic_factored(p: int, d_mlp: int = 512, n_freqs: int = 5, seed: int = 0
 
     Used in chapter 5 (the cost-vs-p benchmark).
     """
+    for _name, _value in (("d_mlp", d_mlp), ("n_freqs", n_freqs)):
+        if isinstance(_value, bool) or not isinstance(_value, int) or _value < 1:
+            raise TypeError(f"{_name} must be a positive int, got {_value!r}")
     freq, phase, m = synthetic_pizza(p, d_mlp, n_freqs, seed)
     x = np.arange(p)
     w = 2 * np.pi * freq / p

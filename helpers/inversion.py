@@ -40,6 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helpers._util import check_seed as _check_seed
 from helpers.store import recipe, register_model_class
 from helpers.training import cross_entropy, train
 from helpers.transformer import HookedTransformer, TransformerConfig, act_name
@@ -138,7 +139,7 @@ def make_counting_data(n: int, seed: int = 0, n_letters: int = 26):
     n = _check_n(n)
     if not (3 <= n_letters <= 26):
         raise ValueError(f"n_letters must lie in [3, 26], got {n_letters!r}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_check_seed(seed))
     letters = np.argsort(rng.random((n, n_letters)), axis=1)[:, :3]
     counts = rng.integers(1, 10, size=(n, 3))
     q = rng.integers(0, 3, size=n)
@@ -217,7 +218,7 @@ def make_addition_data(n: int | None = None, seed: int = 0):
     Returns ``(a, b)`` LongTensors ``[batch]``. Use :func:`addition_tokens` to
     get tokens. Used in chapter 6.
     """
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(_check_seed(seed))
     perm = torch.randperm(1_000_000, generator=g)
     if n is not None:
         perm = perm[: _check_n(n)]
@@ -550,7 +551,7 @@ class ConditionalDecoder(nn.Module):
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         self.cfg = dict(d_vocab=d_vocab, n_ctx=n_ctx, d_act=d_act, n_sites=n_sites, d_model=d_model,
                         n_layers=n_layers, n_heads=n_heads, n_cond_blocks=n_cond_blocks, seed=seed)
-        torch.manual_seed(seed)
+        torch.manual_seed(_check_seed(seed))
         g = torch.random.get_rng_state()
         self.tok = nn.Embedding(d_vocab, d_model)
         self.pos = nn.Embedding(n_ctx, d_model)
@@ -640,7 +641,7 @@ def decoder_training_batch(model: HookedTransformer, task, tokens: torch.Tensor,
     """
     t = _task(task)
     n = tokens.shape[0]
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(_check_seed(seed))
     site = torch.randint(0, len(sites), (n,), generator=g)
     last = valid_positions(tokens, t).sum(1) - 1
     qpos = 1 + (torch.rand(n, generator=g) * last).long().clamp_max(last - 1)
@@ -736,7 +737,7 @@ def sample_inputs(decoder: ConditionalDecoder, task, z: torch.Tensor, site: int,
     if not temps or any(not (isinstance(x, (int, float)) and x > 0) for x in temps):
         raise ValueError(f"temperatures must be positive numbers, got {temperatures!r}")
     dev = decoder.device
-    g = torch.Generator(device=dev).manual_seed(seed)
+    g = torch.Generator(device=dev).manual_seed(_check_seed(seed))
     zz = pad_act(z.to(dev).float(), decoder.cfg["d_act"]).expand(n, -1).clone()
     d_true = z.shape[-1]
     zz[:, :d_true] += noise * z.norm().item() / math.sqrt(d_true) * torch.randn(n, d_true, generator=g, device=dev)

@@ -65,7 +65,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from helpers._util import check_int, check_positive_int, eval_mode, to_numpy
+from helpers._util import check_finite, check_int, check_positive_int, eval_mode, to_numpy
+from helpers._util import check_seed as _check_seed
 from helpers.store import recipe
 from helpers.training import TrainResult, accuracy, cross_entropy, last_position_loss, train
 from helpers.transformer import HookedTransformer, TransformerConfig, act_name
@@ -140,10 +141,9 @@ def _check_fraction(frac, name: str = "frac_train") -> float:
 
 
 def _check_freqs(freqs, p: int, name: str = "key_freqs") -> list[int]:
-    try:
-        out = [int(k) for k in freqs]
-    except TypeError:
-        raise TypeError(f"{name} must be a sequence of ints, got {freqs!r}") from None
+    if isinstance(freqs, (str, bytes)) or not hasattr(freqs, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of ints, got {freqs!r}")
+    out = [check_int(k, f"{name} entry") for k in freqs]  # 1.5 is refused, not truncated
     bad = [k for k in out if not 1 <= k <= (p - 1) // 2]
     if bad:
         raise ValueError(f"{name} must lie in 1..{(p - 1) // 2} for p={p}, got {bad}")
@@ -200,7 +200,7 @@ def split_indices(n: int, frac_train: float, seed: int = 0) -> tuple[torch.Tenso
     n_train = int(round(frac_train * n))
     if not 0 < n_train < n:
         raise ValueError(f"frac_train={frac_train} leaves an empty train or test set for n={n}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(_check_seed(seed)))
     return perm[:n_train].sort().values, perm[n_train:].sort().values
 
 
@@ -282,7 +282,7 @@ def task_of(model_or_cfg, layout: str | None = None) -> tuple[int, str]:
     """
     cfg = getattr(model_or_cfg, "cfg", model_or_cfg)
     if not isinstance(cfg, TransformerConfig):
-        raise TypeError(f"expected a HookedTransformer or TransformerConfig, got {type(model_or_cfg).__name__}")
+        raise TypeError(f"model must be a HookedTransformer (or its TransformerConfig), got {type(model_or_cfg).__name__}")
     p = cfg.d_vocab_out
     if layout is None:
         if cfg.d_vocab == p + 1 and cfg.n_ctx >= 3:
@@ -295,6 +295,9 @@ def task_of(model_or_cfg, layout: str | None = None) -> tuple[int, str]:
                 f"n_ctx={cfg.n_ctx}; pass layout='equals' or 'pair'"
             )
     _check_layout(layout)
+    if layout == "pair" and cfg.d_vocab == p + 1:
+        raise ValueError(f"layout='pair' on a model with an '=' token (d_vocab = p + 1 = {cfg.d_vocab}): it was "
+                         "trained on [a, b, =]; pass layout='equals' (or None)")
     need_vocab, need_ctx = (p + 1, 3) if layout == "equals" else (p, 2)
     if cfg.d_vocab < need_vocab or cfg.n_ctx < need_ctx:
         raise ValueError(
@@ -328,7 +331,7 @@ def canonical_config(p: int = 113, seed: int = 0, layout: str = "equals", **over
         n_layers=1, d_model=128, n_heads=4, d_head=32, d_mlp=512,
         d_vocab=p + 1 if layout == "equals" else p, d_vocab_out=p, n_ctx=3 if layout == "equals" else 2,
         act_fn="relu", normalization=None, attn_only=False, attention_mode="normal",
-        positional_embedding="learned", attn_bias=False, mlp_bias=True, unembed_bias=False, seed=int(seed),
+        positional_embedding="learned", attn_bias=False, mlp_bias=True, unembed_bias=False, seed=_check_seed(seed),
     )
     kwargs.update(overrides)
     return TransformerConfig(**kwargs)
@@ -555,6 +558,8 @@ def fourier_norms(x, p: int | None = None, axis: int = 0) -> np.ndarray:
 
     Chapter 4 uses it through :func:`key_frequencies`.
     """
+    if p is not None:
+        _check_p(p, prime=False)
     x = np.moveaxis(_as_numpy(x), axis, 0)
     if p is not None:
         if x.shape[0] < p:
@@ -585,6 +590,8 @@ def embedding_spectrum(model_or_W_E, p: int | None = None) -> np.ndarray:
 
     Chapter 4 uses it through :func:`plot_embedding_spectrum`.
     """
+    if p is not None:
+        _check_p(p, prime=False)
     if isinstance(model_or_W_E, HookedTransformer):
         p = p or task_of(model_or_W_E)[0]
         W_E = model_or_W_E.W_E
@@ -673,6 +680,7 @@ def neuron_frequency_fve(acts) -> np.ndarray:
         raise ValueError(f"acts must be [p, p, d_mlp] or [p, p], got shape {x.shape}")
     p = x.shape[0]
     _check_p(p, prime=False, name="acts.shape[0]")
+    check_finite(x, "acts")
     C2 = fourier_2d(x) ** 2  # [p, p, n]
     total = C2.sum((0, 1)) - C2[0, 0]
     n_freq = (p - 1) // 2 + 1
@@ -744,12 +752,14 @@ def _gap_select(norms: np.ndarray, max_keys: int | None, threshold: float | None
     """Frequencies (1-based index into norms[1:]) above a relative threshold or before the largest gap."""
     v = np.asarray(norms[1:], dtype=np.float64)
     if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
+            raise TypeError(f"threshold must be a number in (0, 1] or None, got {threshold!r}")
         if not 0 < threshold <= 1:
             raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
         return sorted(int(k) + 1 for k in np.nonzero(v >= threshold * v.max())[0])
     order = np.argsort(-v, kind="stable")
     s = v[order]
-    m = len(s) - 1 if max_keys is None else min(int(max_keys), len(s) - 1)
+    m = len(s) - 1 if max_keys is None else min(check_int(max_keys, "max_keys", 1), len(s) - 1)
     if m < 1:
         return [int(order[0]) + 1]
     ratios = s[:m] / np.maximum(s[1:m + 1], 1e-300)
@@ -757,7 +767,7 @@ def _gap_select(norms: np.ndarray, max_keys: int | None, threshold: float | None
     return sorted(int(k) + 1 for k in order[:n_keys])
 
 
-def key_freqs_embedding(model_or_W_E, p: int | None = None, max_keys: int = 12,
+def key_freqs_embedding(model_or_W_E, p: int | None = None, max_keys: int | None = 12,
                         threshold: float | None = None) -> list[int]:
     """Key frequencies, rule 1 ("embedding"): large Fourier norms of ``W_E``.
 
@@ -773,10 +783,12 @@ def key_freqs_embedding(model_or_W_E, p: int | None = None, max_keys: int = 12,
 
     Chapter 4 uses it through :func:`key_frequencies`.
     """
+    if p is not None:
+        _check_p(p, prime=False)
     return _gap_select(embedding_spectrum(model_or_W_E, p), max_keys, threshold)
 
 
-def key_freqs_logit_map(model, max_keys: int = 12, threshold: float | None = None, layer: int = 0) -> list[int]:
+def key_freqs_logit_map(model, max_keys: int | None = 12, threshold: float | None = None, layer: int = 0) -> list[int]:
     """Key frequencies, rule 2 ("neuron-logit map"): Fourier norms of ``W_L = W_out W_U``.
 
     ``W_L [d_mlp, p]`` maps neuron activations to logits; its Fourier
@@ -785,6 +797,7 @@ def key_freqs_logit_map(model, max_keys: int = 12, threshold: float | None = Non
 
     Chapter 4 uses it through :func:`key_frequencies`.
     """
+    check_int(layer, "layer")
     p, _ = task_of(model)
     W_L = (model.W_out[layer] @ model.W_U).detach()
     return _gap_select(fourier_norms(W_L, axis=1), max_keys, threshold)
@@ -803,6 +816,7 @@ def key_freqs_neurons(model_or_acts, threshold: float = 0.85, min_neurons: int |
     nc = neuron_clusters(model_or_acts, threshold, layout)
     if min_neurons is None:
         min_neurons = max(1, int(round(0.01 * len(nc.freq))))
+    check_int(min_neurons, "min_neurons", 1)
     return sorted(k for k, ns in nc.clusters.items() if len(ns) >= min_neurons)
 
 
@@ -871,6 +885,7 @@ def _resolve_logits(model_or_logits, layout):
     x = _as_numpy(model_or_logits)
     if x.ndim != 3 or not (x.shape[0] == x.shape[1] == x.shape[2]):
         raise ValueError(f"logits must be a [p, p, p] array indexed [a, b, c], got shape {x.shape}")
+    _check_p(x.shape[0], prime=False, name="logits.shape[0] (p)")
     return x
 
 
@@ -879,9 +894,25 @@ def _ce_subset(logits: np.ndarray, subset) -> float:
     flat = torch.from_numpy(logits.reshape(p * p, p))
     labels = torch.from_numpy(((np.arange(p)[:, None] + np.arange(p)[None, :]) % p).ravel())
     if subset is not None:
-        idx = torch.as_tensor(subset).long()
+        idx = torch.from_numpy(_check_subset(subset, p))
         flat, labels = flat[idx], labels[idx]
     return float(cross_entropy(flat, labels))
+
+
+def _check_subset(subset, p: int) -> np.ndarray:
+    """``subset`` as a 1-D int64 index array into the ``p*p`` pairs (no bool masks, floats, negatives, empties)."""
+    a = to_numpy(subset)
+    if a.size == 0:
+        raise ValueError("subset must be a non-empty 1-D index array: the mean loss of no pairs is undefined")
+    if a.dtype == bool:
+        raise TypeError("subset must be indices into the p*p pairs, got a boolean mask; pass np.flatnonzero(mask)")
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"subset must be integer indices into the p*p pairs, got dtype {a.dtype}")
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError(f"subset must be a non-empty 1-D index array, got shape {a.shape}")
+    if a.min() < 0 or a.max() >= p * p:
+        raise ValueError(f"subset indices must lie in [0, p*p = {p * p}), got [{a.min()}, {a.max()}]")
+    return a.astype(np.int64)
 
 
 def _mlp_parts(model, layout):
@@ -973,7 +1004,11 @@ def progress_measures(model_or_logits, key_freqs: Sequence[int], data: ModularDa
 
     Not used by a page; a library helper.
     """
+    if not isinstance(data, ModularData):
+        raise TypeError(f"data must be a ModularData (from modular_data), got {type(data).__name__}")
     L = _resolve_logits(model_or_logits, data.layout if isinstance(model_or_logits, HookedTransformer) else None)
+    if L.shape[0] != data.p:
+        raise ValueError(f"the logits are for p = {L.shape[0]} but data is for p = {data.p}")
     return {
         "train_loss": _ce_subset(L, data.train_idx),
         "test_loss": _ce_subset(L, data.test_idx),
@@ -1268,11 +1303,12 @@ def gradient_symmetricity(model, n_triples: int | None = None, seed: int = 0, la
     else:
         raise TypeError(f"model must be a HookedTransformer or a callable (x_a, x_b) -> logits, got {type(model).__name__}")
     check_positive_int(n_triples, "n_triples", allow_none=True)
+    _check_seed(seed)
     if n_triples is None:
         pair_idx = torch.arange(p * p).repeat_interleave(p)
         outs = torch.arange(p).repeat(p * p)
     else:
-        gen = torch.Generator().manual_seed(int(seed))
+        gen = torch.Generator().manual_seed(_check_seed(seed))
         pair_idx = torch.randint(0, p * p, (n_triples,), generator=gen)
         outs = torch.randint(0, p, (n_triples,), generator=gen)
     total = 0.0
@@ -1378,6 +1414,9 @@ def plot_embedding_spectrum(model_or_W_E, ax=None, key_freqs: Iterable[int] = ()
 
     Used in chapter 4.
     """
+    if isinstance(key_freqs, (str, bytes)) or not hasattr(key_freqs, "__iter__"):
+        raise TypeError(f"key_freqs must be a sequence of ints, got {key_freqs!r}")
+    key_freqs = [check_int(k, "key_freqs entry", 1) for k in key_freqs]
     import matplotlib.pyplot as plt
 
     norms = embedding_spectrum(model_or_W_E, p)[1:]
@@ -1757,6 +1796,8 @@ def circularity(model_or_W_E, n_components: int = 4, p: int | None = None) -> np
 
     Used in chapter 4.
     """
+    if p is not None:
+        _check_p(p, prime=False)
     if isinstance(model_or_W_E, HookedTransformer):
         p = p or task_of(model_or_W_E)[0]
         W = _as_numpy(model_or_W_E.W_E)[:p]
@@ -1935,6 +1976,7 @@ def attention_to_inputs(model, layout: str | None = None, layer: int = 0) -> np.
 
     Used in chapter 4.
     """
+    check_int(layer, "layer")
     p, tokens = _all_tokens(model, layout)
     name = f"blocks.{int(layer)}.attn.hook_pattern"
     with torch.no_grad():

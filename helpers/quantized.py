@@ -51,6 +51,8 @@ import numpy as np
 import torch
 
 from helpers import modular as M
+from helpers._util import check_int as _check_int
+from helpers._util import check_seed as _check_seed
 from helpers.modular import CANONICAL_TRAINING, canonical_config, make_data, train_modular
 from helpers.store import CHECKPOINT_DIR, exists, load, recipe
 from helpers.training import TrainResult
@@ -230,6 +232,7 @@ def precision_config(precision: str = "ternary", seed: int = 0, final_norm: bool
     Not named on chapter 8's page: a building block of the functions, recipes or checks behind it.
     """
     _check_precision(precision)
+    _check_seed(seed)
     if not isinstance(final_norm, bool):
         raise TypeError(f"final_norm must be a bool, got {final_norm!r}")
     return canonical_config(p=p, seed=seed, weight_transform=TRANSFORM_OF[precision],
@@ -344,6 +347,7 @@ def embedding_svd_energy(model: HookedTransformer, rank: int) -> float:
 
     Not named on chapter 8's page: a building block of the functions, recipes or checks behind it.
     """
+    _check_int(rank, "rank", 1)
     p, _ = M.task_of(model)
     W = model.W_E.detach().double().cpu().numpy()[:p]
     s = np.linalg.svd(W - W.mean(0), compute_uv=False)
@@ -402,6 +406,7 @@ def metric_suite(model: HookedTransformer, data=None, n_triples: int = 1000, act
 
     Used in chapter 8.
     """
+    _check_int(n_triples, "n_triples", 1)
     L = M.logit_tensor(model)
     p = L.shape[0]
     acts = M.neuron_activations(model) if acts is None else acts

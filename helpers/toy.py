@@ -17,7 +17,9 @@ from __future__ import annotations
 import torch
 
 from helpers._util import attention_patterns as _patterns
+from helpers._util import check_int as _check_int
 from helpers._util import check_positive_int
+from helpers._util import check_seed as _check_seed
 from helpers.store import recipe
 from helpers.training import accuracy, cross_entropy, last_position_loss, train
 from helpers.transformer import HookedTransformer, TransformerConfig
@@ -29,7 +31,7 @@ def first_token_data(n: int, n_ctx: int = 6, d_vocab: int = 12, seed: int = 0):
     """``n`` random sequences ``[n, n_ctx]`` and their targets ``[n]`` (the first token)."""
     for name, v in (("n", n), ("n_ctx", n_ctx), ("d_vocab", d_vocab)):
         check_positive_int(v, name)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(_check_seed(seed))
     tokens = torch.randint(0, d_vocab, (n, n_ctx), generator=gen)
     return tokens, tokens[:, 0].clone()
 
@@ -80,4 +82,6 @@ def attention_to_first(model, tokens: torch.Tensor, layer: int = 0, head: int = 
     >>> round(attention_to_first(uniform, tokens), 6) == round(1 / cfg.n_ctx, 6)
     True
     """
+    _check_int(layer, "layer")
+    _check_int(head, "head")
     return _patterns(model, tokens, layer)[:, head, -1, 0].mean().item()

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from helpers._util import check_int, check_positive_int, eval_mode
+from helpers._util import check_int, check_number, check_positive_int, check_seed, check_token_ids, eval_mode
 
 __all__ = ["TrainResult", "train", "cross_entropy", "accuracy", "last_position_loss", "is_interactive", "torch_threads"]
 
@@ -80,17 +80,40 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     >>> cross_entropy(torch.zeros(3, 4), torch.tensor([0, 1, 2])).item() == math.log(4)
     True
     """
-    if logits.ndim != 2:
-        raise ValueError(f"logits must be [batch, classes], got shape {tuple(logits.shape)}")
-    if targets.shape != logits.shape[:1]:
-        raise ValueError(f"targets must have shape {tuple(logits.shape[:1])}, got {tuple(targets.shape)}")
+    targets = _check_logits_targets(logits, targets)
+    if logits.shape[0] == 0:
+        raise ValueError("logits and targets are empty: the mean loss of no examples is undefined")
     logp = F.log_softmax(logits.to(torch.float64), dim=-1)
     return -logp.gather(-1, targets[:, None].long()).mean()
 
 
+def _check_logits_targets(logits, targets) -> torch.Tensor:
+    """Checks shared by :func:`cross_entropy` and :func:`accuracy`; returns the targets as int64."""
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits must be a tensor [batch, classes], got {type(logits).__name__}")
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be [batch, classes], got shape {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be real floating point, got dtype {logits.dtype}")
+    targets = check_token_ids(targets, "targets", d_vocab=logits.shape[1])
+    if targets.shape != logits.shape[:1]:
+        raise ValueError(f"targets must have shape {tuple(logits.shape[:1])}, got {tuple(targets.shape)}")
+    return targets.to(logits.device)
+
+
 def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    """Share of rows whose argmax is the target. logits [batch, classes], targets [batch]."""
-    return (logits.argmax(-1) == targets).float().mean().item()
+    """Share of rows whose argmax is the target. logits [batch, classes], targets [batch].
+
+    Rows with NaN logits count as wrong; empty input raises (an accuracy of nothing is undefined).
+
+    >>> accuracy(torch.eye(3, 4), torch.tensor([0, 1, 2]))
+    1.0
+    """
+    targets = _check_logits_targets(logits, targets)
+    if logits.shape[0] == 0:
+        raise ValueError("logits and targets are empty: the accuracy of no examples is undefined")
+    ok = (logits.argmax(-1) == targets) & ~torch.isnan(logits).any(-1)
+    return ok.float().mean().item()
 
 
 def last_position_loss(model, batch) -> torch.Tensor:
@@ -236,6 +259,11 @@ def train(
     """
     data, snapshot_steps = _check_train_args(model, data, loss_fn, steps, lr, warmup_steps, batch_size, log_every,
                                              snapshot_steps, threads)
+    check_seed(seed)
+    check_number(grad_clip, "grad_clip", positive=True, allow_none=True)  # a negative clip would ascend
+    check_number(weight_decay, "weight_decay", minimum=0)
+    if metrics_fn is not None and not callable(metrics_fn):
+        raise TypeError(f"metrics_fn must be callable (model) -> dict, got {type(metrics_fn).__name__}")
     n = data[0].shape[0]
     torch.manual_seed(seed)
     device = next(model.parameters()).device
@@ -318,14 +346,15 @@ def _check_train_args(model, data, loss_fn, steps, lr, warmup_steps, batch_size,
         raise TypeError("loss_fn must be callable (model, batch) -> loss")
     check_int(steps, "steps", 0)
     check_int(log_every, "log_every", 1)
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be positive, got {lr!r}")
-    if warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite positive number, got {lr!r}")
+    check_int(warmup_steps, "warmup_steps", 0)
     data = _check_data(data)
     check_positive_int(batch_size, "batch_size", allow_none=True)
     check_positive_int(threads, "threads", allow_none=True)
-    snapshot_steps = sorted(set(int(s) for s in snapshot_steps))
+    if isinstance(snapshot_steps, (str, bytes)) or not hasattr(snapshot_steps, "__iter__"):
+        raise TypeError(f"snapshot_steps must be a list of ints, got {snapshot_steps!r}")
+    snapshot_steps = sorted(set(check_int(s, "snapshot_steps entry") for s in snapshot_steps))
     if snapshot_steps and (snapshot_steps[0] < 0 or snapshot_steps[-1] > steps):
         raise ValueError(f"snapshot_steps must lie in [0, steps={steps}], got {snapshot_steps}")
     return data, snapshot_steps
@@ -357,6 +386,9 @@ def _log_row(history: dict, model: nn.Module, step: int, loss_value: float, metr
             extra = metrics_fn(model)
         if not isinstance(extra, dict):
             raise TypeError(f"metrics_fn must return a dict, got {type(extra).__name__}")
+        clash = sorted(set(extra) & set(row))
+        if clash:
+            raise ValueError(f"metrics_fn returned {clash}, which train logs itself; rename those metrics")
         row.update({k: float(v) for k, v in extra.items()})
     for k in row:  # a metric first seen now gets NaN for the earlier rows
         history.setdefault(k, [math.nan] * len(history["step"]))

@@ -74,6 +74,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helpers._factored import FactoredMatrix
+from helpers._util import check_hooks
 
 __all__ = [
     "TransformerConfig",
@@ -124,6 +125,8 @@ def register_weight_transform(name: str, fn: Callable[[torch.Tensor], torch.Tens
         raise TypeError(f"name must be a non-empty string, got {name!r}")
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    if name == "none":
+        raise ValueError("name 'none' is the identity every model uses by default; register under another name")
     _WEIGHT_TRANSFORMS[name] = fn
 
 
@@ -260,6 +263,9 @@ class TransformerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"TransformerConfig.{name} must be an int, got {value!r}")
+        if not 0 <= self.seed <= 2**63 - 1:
+            raise ValueError(f"TransformerConfig.seed must lie in [0, 2**63 - 1] (what torch.manual_seed takes), "
+                             f"got {self.seed}")
         if self.n_layers < 0:
             raise ValueError(f"TransformerConfig.n_layers must be >= 0, got {self.n_layers}")
         for name in sizes[1:]:
@@ -290,8 +296,9 @@ class TransformerConfig:
                 f"known: {weight_transforms()} (chapter 8's helpers.quantized registers 'binary' and "
                 "'ternary' when imported)"
             )
-        if self.init_std is not None and not (isinstance(self.init_std, (int, float)) and self.init_std > 0):
-            raise ValueError(f"TransformerConfig.init_std must be a positive number or None, got {self.init_std!r}")
+        if self.init_std is not None and not (isinstance(self.init_std, (int, float)) and not isinstance(
+                self.init_std, bool) and math.isfinite(self.init_std) and self.init_std > 0):
+            raise ValueError(f"TransformerConfig.init_std must be a finite positive number or None, got {self.init_std!r}")
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict (used by :mod:`helpers.store`)."""
@@ -762,13 +769,23 @@ class HookedTransformer(nn.Module):
             if bad_shape:
                 parts.append("wrong shapes: " + "; ".join(bad_shape))
             raise ValueError("weights do not match the config: " + " | ".join(parts))
+        # Every tensor is checked before any is assigned: a bad one leaves the model untouched.
+        checked = {}
+        for k, p in own.items():
+            v = given[k]
+            try:
+                v = v if isinstance(v, torch.Tensor) else torch.as_tensor(v)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise TypeError(f"weights[{k!r}] is not an array of numbers ({exc})") from None
+            if v.is_complex() or v.dtype == torch.bool or not (v.is_floating_point() or v.dtype.is_signed
+                                                                or v.dtype == torch.uint8):
+                raise TypeError(f"weights[{k!r}] must be real numbers, got dtype {v.dtype}")
+            if not torch.isfinite(v).all():
+                raise ValueError(f"weights[{k!r}] contains NaN or inf")
+            checked[k] = v
         with torch.no_grad():
             for k, p in own.items():
-                v = given[k]
-                v = v if isinstance(v, torch.Tensor) else torch.as_tensor(v)
-                if not torch.isfinite(v).all():
-                    raise ValueError(f"weights[{k!r}] contains NaN or inf")
-                p.copy_(v.to(dtype=p.dtype, device=p.device))
+                p.copy_(checked[k].to(dtype=p.dtype, device=p.device))
 
     # -- convenience views (TransformerLens style) --------------------------
     @property
@@ -867,6 +884,8 @@ class HookedTransformer(nn.Module):
         if lo < 0 or hi >= self.cfg.d_vocab:
             bad = lo if lo < 0 else hi
             raise ValueError(f"token id {bad} out of range: tokens must lie in [0, d_vocab={self.cfg.d_vocab})")
+        if tokens.dtype not in (torch.int64, torch.int32):  # uint8, int16, ...: the embedding takes only these two
+            tokens = tokens.long()
         return tokens.to(self.device)
 
     def _check_positions(self, read_positions, n_pos: int) -> torch.Tensor | None:
@@ -972,6 +991,7 @@ class HookedTransformer(nn.Module):
 
         Backward hooks fire during a ``.backward()`` called inside the block.
         """
+        fwd_hooks, bwd_hooks = check_hooks(fwd_hooks, "fwd_hooks"), check_hooks(bwd_hooks, "bwd_hooks")
         handles: list[HookHandle] = []
         try:
             for direction, pairs in (("fwd", fwd_hooks), ("bwd", bwd_hooks)):
@@ -1011,6 +1031,7 @@ class HookedTransformer(nn.Module):
             names = [n for n in self.hook_dict if names_filter(n)]
         else:
             names = [h.name for n in names_filter for h in self._resolve(n)]
+        fwd_hooks = check_hooks(fwd_hooks)
         cache = ActivationCache()
 
         def save(x, hook):

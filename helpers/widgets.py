@@ -21,6 +21,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from helpers._util import attention_patterns as _patterns
+from helpers._util import check_int as _check_int
+from helpers._util import check_positive_int as _check_positive_int
 from helpers.plotting import attention_heatmap, pattern_grid
 
 __all__ = ["InteractiveFigure", "interactive_figure", "pattern_explorer", "pattern_explorer_static"]
@@ -181,8 +183,12 @@ def pattern_explorer(model, tokens: torch.Tensor, layer: int = 0, n_static: int 
     tokens: [batch, pos]. The static twin shows head 0 on the first
     ``n_static`` sequences.
     """
+    if not isinstance(tokens, torch.Tensor):
+        raise TypeError(f"tokens must be a tensor [batch, pos], got {type(tokens).__name__}")
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
+    _check_int(layer, "layer")
+    _check_positive_int(n_static, "n_static")
     patterns = _patterns(model, tokens, layer)  # [batch, n_heads, q, k]
 
     def draw(fig, seq: int, head: int) -> None:
@@ -199,6 +205,13 @@ def pattern_explorer(model, tokens: torch.Tensor, layer: int = 0, n_static: int 
 def pattern_explorer_static(model, tokens: torch.Tensor, layer: int = 0, head: int = 0, n: int = 4,
                             titles: Sequence[str] | None = None):
     """A grid of one head's patterns on the first ``n`` sequences; returns the figure."""
+    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2:
+        raise TypeError(f"tokens must be a tensor [batch, pos], got {getattr(tokens, 'shape', type(tokens).__name__)}")
+    _check_int(layer, "layer")
+    _check_int(head, "head")
+    _check_positive_int(n, "n")
+    if titles is not None and (isinstance(titles, str) or not isinstance(titles, (list, tuple))):
+        raise TypeError(f"titles must be a list of strings or None, got {titles!r}")
     patterns = _patterns(model, tokens[:n], layer)[:, head]
     titles = titles or [f"sequence {i}" for i in range(patterns.shape[0])]
     return pattern_grid(patterns, None, titles=titles, ncols=n)

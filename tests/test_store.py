@@ -26,6 +26,11 @@ def tiny(seed=0, d_model=8):
                                                d_vocab=5, n_ctx=3, seed=seed))
 
 
+def listing(root: Path) -> list[str]:
+    """The checkpoint folder's files, without the save locks (``.lock-<name>``, left in place by design)."""
+    return sorted(p.name for p in root.iterdir() if not p.name.startswith(".lock-"))
+
+
 def files_of(root: Path, name: str) -> dict[str, Path]:
     manifest = json.loads((root / f"{name}.json").read_text())
     return {role: root / f["path"] for role, f in manifest["files"].items()}
@@ -54,9 +59,9 @@ def test_round_trip_is_bit_identical(tmp_path):
 
 def test_resave_replaces_files_and_removes_old_ones(tmp_path):
     store.save("m", tiny(0), root=tmp_path)
-    old = set(p.name for p in tmp_path.iterdir())
+    old = set(listing(tmp_path))
     store.save("m", tiny(1), root=tmp_path)
-    new = set(p.name for p in tmp_path.iterdir())
+    new = set(listing(tmp_path))
     assert "m.json" in new and len(new) == len(old) == 3
     assert old & new == {"m.json", *[n for n in old if n.endswith("history.json")]}
     assert torch.equal(store.load("m", root=tmp_path).model.W_E, tiny(1).W_E)
@@ -95,24 +100,47 @@ def test_missing_files_and_bad_manifests(tmp_path):
     with pytest.raises(CheckpointError, match="corrupted checkpoint manifest"):
         store.load("m", root=tmp_path)
     (tmp_path / "m.json").write_text(json.dumps({"format_version": 99}))
-    with pytest.raises(CheckpointError, match="not a format-1 manifest"):
+    with pytest.raises(CheckpointError, match="not a format-2 manifest"):
         store.load("m", root=tmp_path)
 
 
 def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
     store.save("m", tiny(d_model=8), root=tmp_path)
-    manifest = json.loads((tmp_path / "m.json").read_text())
-    manifest["config"]["d_model"] = 12  # the manifest now promises another architecture
+    original = json.loads((tmp_path / "m.json").read_text())
+    for key, value in [("d_model", 12), ("act_fn", "gelu"), ("act_fn", "swish")]:
+        manifest = json.loads(json.dumps(original))
+        manifest["config"][key] = value  # the manifest now promises another model
+        (tmp_path / "m.json").write_text(json.dumps(manifest))
+        with pytest.raises(CheckpointError, match=r"is not bound to the manifest .*config_sha256.*ONLY=m"):
+            store.load("m", root=tmp_path)
+    manifest = json.loads(json.dumps(original))
+    manifest["class"] = "os.system"
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match=r"(not bound|not a registered helpers class).*ONLY=m"):
+        store.load("m", root=tmp_path)
+    # a weights file forged with the right binding but other shapes is still checked against the config
+    manifest = json.loads(json.dumps(original))
+    manifest["config"]["d_model"] = 12
+    chash = store._config_hash(manifest["class"], manifest["config"])
+    data = store._tensor_bytes(tiny(d_model=8).state_dict(), store._binding("m", manifest["class"], chash, "weights"))
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()
+    (tmp_path / store._file_name("m", digest, "weights")).write_bytes(data)
+    manifest["files"]["weights"] = {"path": store._file_name("m", digest, "weights"), "sha256": digest,
+                                    "bytes": len(data)}
     (tmp_path / "m.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="does not match its config"):
         store.load("m", root=tmp_path)
     manifest["config"]["act_fn"] = "swish"
+    chash = store._config_hash(manifest["class"], manifest["config"])
+    data = store._tensor_bytes(tiny(d_model=8).state_dict(), store._binding("m", manifest["class"], chash, "weights"))
+    digest = hashlib.sha256(data).hexdigest()
+    (tmp_path / store._file_name("m", digest, "weights")).write_bytes(data)
+    manifest["files"]["weights"] = {"path": store._file_name("m", digest, "weights"), "sha256": digest,
+                                    "bytes": len(data)}
     (tmp_path / "m.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="its config does not build a model"):
-        store.load("m", root=tmp_path)
-    manifest["class"] = "os.system"
-    (tmp_path / "m.json").write_text(json.dumps(manifest))
-    with pytest.raises(CheckpointError, match="not a registered helpers class"):
         store.load("m", root=tmp_path)
 
 
@@ -128,13 +156,13 @@ def test_loading_never_unpickles(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "load", boom)
     store.load("m", root=tmp_path, snapshots=True)
     # a pickle disguised as a weights file is refused (checksum first, then safetensors parsing)
-    w = files_of(tmp_path, "m")["weights"]
     evil = pickle.dumps({"x": 1})
-    w.write_bytes(evil)
     manifest = json.loads((tmp_path / "m.json").read_text())
     import hashlib
 
-    manifest["files"]["weights"].update(bytes=len(evil), sha256=hashlib.sha256(evil).hexdigest())
+    digest = hashlib.sha256(evil).hexdigest()
+    (tmp_path / store._file_name("m", digest, "weights")).write_bytes(evil)
+    manifest["files"]["weights"].update(bytes=len(evil), sha256=digest, path=store._file_name("m", digest, "weights"))
     (tmp_path / "m.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="unreadable safetensors file"):
         store.load("m", root=tmp_path)
@@ -222,7 +250,7 @@ def test_writer_killed_mid_save_leaves_previous_checkpoint_loadable(tmp_path, pa
     proc.send_signal(signal.SIGKILL)  # a real kill, mid-save
     proc.wait(30)
     assert proc.returncode == -signal.SIGKILL
-    leftovers = sorted(p.name for p in tmp_path.iterdir())
+    leftovers = listing(tmp_path)
     assert len(leftovers) > 3, f"the kill left no trace of the interrupted save: {leftovers}"
     half_written = [n for n in leftovers if n.startswith(".tmp-victim.")]
     if pause_at == "mid-write":  # killed inside the first data file's temporary file
@@ -235,7 +263,7 @@ def test_writer_killed_mid_save_leaves_previous_checkpoint_loadable(tmp_path, pa
     assert store.verify(tmp_path) == {"victim": "ok"}
     # the next complete save succeeds and cleans up what the killed writer left behind
     assert _writer(tmp_path, 3).wait(120) == 0
-    assert len(list(tmp_path.iterdir())) == 3
+    assert len(listing(tmp_path)) == 3
     reloaded = store.load("victim", root=tmp_path).model
     assert reloaded.cfg.seed == 3 and torch.equal(reloaded.W_E, HookedTransformer(reloaded.cfg).W_E)
 

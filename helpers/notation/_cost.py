@@ -229,8 +229,11 @@ def mps_norm_network(n: int, phys: int = 2, bond: int = 4) -> dict[str, Any]:
     >>> net["expr"]
     'ad,dbe,ec,af,fbg,gc->'
     """
-    if n < 2:
-        raise ValueError(f"n must be at least 2 sites, got {n}")
+    for name, value, low in (("n", n, 2), ("phys", phys, 1), ("bond", bond, 1)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+        if value < low:
+            raise ValueError(f"{name} must be at least {low}{' sites' if name == 'n' else ''}, got {value}")
     syms = [opt_einsum.get_symbol(i) for i in range(3 * n)]
     p = syms[:n]
     a = syms[n:2 * n - 1]

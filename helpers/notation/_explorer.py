@@ -65,6 +65,10 @@ def einsum_explorer(expr: str = "bij,bjk->bik", dims: str = "", default: int = 3
 
     Used in chapter 1.
     """
+    if not isinstance(expr, str) or not isinstance(dims, str):
+        raise TypeError(f"expr and dims must be strings, got {type(expr).__name__} and {type(dims).__name__}")
+    if isinstance(default, bool) or not isinstance(default, int) or default < 1:
+        raise TypeError(f"default must be a positive int (the size of an index not named in dims), got {default!r}")
     import ipywidgets as widgets
 
     from helpers.widgets import interactive_figure

@@ -5,6 +5,9 @@ from typing import Any
 
 import numpy as np
 
+from helpers._util import check_int as _check_int
+from helpers._util import check_seed as _check_seed
+
 from ._cost import mps_norm_network
 from ._graph import Diagram, diagram
 from ._parse import Shape
@@ -134,9 +137,13 @@ def random_expression(rng: int | np.random.Generator = 0, n_ops: int | None = No
     >>> len(expr.split("->")[0].split(",")) == len(shapes)
     True
     """
-    rng = np.random.default_rng(rng)
-    while True:
-        n = int(rng.integers(2, 6)) if n_ops is None else int(n_ops)
+    if not isinstance(rng, np.random.Generator):
+        rng = np.random.default_rng(_check_seed(rng, "rng"))
+    if n_ops is not None:
+        n_ops = _check_int(n_ops, "n_ops", 1, _MAX_RANDOM_OPS)
+    max_dim = _check_int(max_dim, "max_dim", 1)
+    for _ in range(100_000):  # a draw is accepted with probability > 1% for every allowed n_ops
+        n = int(rng.integers(2, 6)) if n_ops is None else n_ops
         letters = list(rng.permutation(list("abcdefghijk"))[: int(rng.integers(1, 7))])
         size = {c: int(rng.integers(1, max_dim + 1)) for c in letters}
         subs = ["".join(rng.choice(letters, size=int(rng.integers(0, 5)))) for _ in range(n)]
@@ -147,6 +154,10 @@ def random_expression(rng: int | np.random.Generator = 0, n_ops: int | None = No
             ends[ch] = ends.get(ch, 0) + 1
         if max(ends.values(), default=0) <= 6:
             return ",".join(subs) + "->" + out, [tuple(size[c] for c in s) for s in subs]
+    raise RuntimeError(f"no valid expression with n_ops={n_ops} found in 100,000 draws")  # pragma: no cover
+
+
+_MAX_RANDOM_OPS = 8  # 6 letters x 6 ends bound the index ends; more operands make valid draws too rare
 
 
 def chapter_diagram(name: str, *arrays: Any) -> Diagram:

@@ -456,7 +456,9 @@ def identity_wire(left: str = "j", right: str = "k", dim: int | None = None) -> 
     (0, ['j', 'k'])
     """
     if not (isinstance(left, str) and isinstance(right, str)):
-        raise TypeError("identity_wire takes the two end labels as strings")
+        raise TypeError(f"left and right must be the two end labels as strings, got {left!r} and {right!r}")
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+        raise TypeError(f"dim must be a positive int or None, got {dim!r}")
     return Diagram(
         expr=f"->{left}{right}",
         inputs=(),
