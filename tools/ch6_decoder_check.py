@@ -8,6 +8,9 @@ Two commands, each adding its section to ``helpers/checkpoints/results/ch6_decod
     digit, per site; answer-digit accuracy; share of samples inside the
     epsilon-preimage at several temperatures and noise levels (12 queries per site).
 
+``pilot [--steps N] [--lr LR] [--cond-add 0|1] [--n-train N]``
+    A short training run of the decoder recipe's loop; records its final test loss.
+
 ``rebuild``
     Retrains ``inv_decoder_addition`` with the shipped manifest's recipe arguments into
     a scratch store (the shipped checkpoint is not touched), then scores the shipped and
@@ -91,7 +94,11 @@ def diagnose(model, dec) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["diagnose", "rebuild"])
+    ap.add_argument("cmd", choices=["diagnose", "rebuild", "pilot"])
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--n-train", type=int, default=60_000)
+    ap.add_argument("--cond-add", type=int, default=1)
     ap.add_argument("--name", default="inv_decoder_addition")
     ap.add_argument("--root", default=None)
     ap.add_argument("--label", default="shipped")
@@ -101,9 +108,22 @@ def main() -> None:
     if args.cmd == "diagnose":
         ck = store.load(args.name, root=args.root)
         res = diagnose(model, ck.model)
-        res.update(recipe_kwargs=ck.manifest["recipe_kwargs"], final_metrics=ck.manifest["final_metrics"])
+        h = ck.history
+        res.update(recipe_kwargs=ck.manifest["recipe_kwargs"], final_metrics=ck.manifest["final_metrics"],
+                   seconds=ck.manifest["seconds"],
+                   history_tail={"step": h["step"][-3:], "test_loss": h["test_loss"][-3:]})
         print(json.dumps(res, indent=1))
         _update(f"diagnose_{args.label}", res)
+        return
+    if args.cmd == "pilot":
+        t0 = time.perf_counter()
+        _, r = I._train_decoder("addition", args.n_train, args.steps, 128, args.lr, 96, 2, bool(args.cond_add), 0)
+        res = {"steps": args.steps, "lr": args.lr, "n_train": args.n_train, "cond_add": bool(args.cond_add),
+               "final_test_loss": r.history["test_loss"][-1], "seconds": round(time.perf_counter() - t0, 1)}
+        print(json.dumps(res))
+        data = json.loads(OUT.read_text()) if OUT.exists() else {}
+        _update("pilots", [p for p in data.get("pilots", []) if p["cond_add"] != res["cond_add"]
+                           or p["steps"] != res["steps"] or p["lr"] != res["lr"]] + [res])
         return
     shipped = store.load("inv_decoder_addition")
     kwargs = {k: v for k, v in shipped.manifest["recipe_kwargs"].items() if k != "progress"}
