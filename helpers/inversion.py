@@ -686,13 +686,15 @@ def decoder_training_batch(model: HookedTransformer, task, tokens: torch.Tensor,
     site = torch.randint(0, len(sites), (n,), generator=g)
     last = valid_positions(tokens, t).sum(1) - 1
     qpos = 1 + (torch.rand(n, generator=g) * last).long().clamp_max(last - 1)
-    acts = site_activations(model, tokens, sites, batch_size)
-    d_act = max(a.shape[-1] for a in acts)
-    z = torch.zeros(n, d_act)
-    rows = torch.arange(n)
-    for j, a in enumerate(acts):
-        sel = site == j
-        z[sel, : a.shape[-1]] = a[rows[sel], qpos[sel]].cpu()
+    z = None
+    for i in range(0, n, batch_size):    # batch by batch: only the drawn (site, position) is kept
+        acts = site_activations(model, tokens[i:i + batch_size], sites, batch_size)
+        if z is None:
+            z = torch.zeros(n, max(a.shape[-1] for a in acts))
+        rows = torch.arange(acts[0].shape[0])
+        for j, a in enumerate(acts):
+            sel = site[i:i + batch_size] == j
+            z[i:i + batch_size][sel, : a.shape[-1]] = a[rows[sel], qpos[i:i + batch_size][sel]].cpu()
     return tokens, z, site, qpos
 
 
