@@ -345,8 +345,8 @@ def train_counting(seed: int = 0, n_train: int = 100_000, steps: int = 3000, bat
     914,100 steps of batch 128 at a constant learning rate of 5e-4: the
     answer loss sat on plateaus near 1.6 (to about step 170k), 0.6 and 0.22,
     and fell below 0.03 only after about step 690k. On one thread of our CPU a
-    step of batch 128 costs 80-210 ms, so that schedule is 20-50 hours; our
-    runs (3,000 steps here; a 19-minute attempt with batch 32 and fresh
+    step of batch 128 costs 80-210 ms, so that schedule is 20-53 hours; our
+    runs (3,000 steps here; a 20-minute attempt, 12,000 steps of batch 32 on fresh
     strings in ``tools/ch6_counting_attempt.py``) stay on the first plateau
     near 20% accuracy. Chapter 6 therefore probes the addition model only and
     shows this evidence.
