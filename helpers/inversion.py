@@ -16,13 +16,16 @@ Contents:
 
 * the two probed tasks of the paper (:func:`make_counting_data`,
   :func:`make_addition_data`, token vocabularies, configs); the addition model
-  ships as recipe ``inv_addition`` (the counting model did not train within
-  our CPU budget, see :func:`train_counting`);
+  ships as recipe ``inv_addition`` (the counting model needs a day or two of
+  our CPU, see :func:`train_counting`);
 * the distance (:func:`distance`) and brute-force preimages
   (:func:`site_activations`, :func:`min_distances`, :func:`preimage_mask`);
 * the conditional decoder (:class:`ConditionalDecoder`, recipe
-  ``inv_decoder_addition``), sampling
-  (:func:`sample_inputs`), precision and recall (:func:`precision_recall`);
+  ``inv_decoder_addition``), sampling (:func:`sample_inputs`), precision and
+  recall (:func:`precision_recall`), for many queries at once
+  (:func:`addition_queries`, :func:`score_decoder`);
+* measured results too slow for the page (:data:`RESULTS`, :func:`load_result`),
+  written by ``tools/ch6_counting_attempt.py`` and ``tools/ch6_decoder_check.py``;
 * reading a preimage (:func:`addition_features`, :func:`preimage_agreement`)
   and token colouring, exact (:func:`preimage_token_contrast`) or from the
   decoder (:func:`token_contrast`), rendered by :func:`colour_tokens_html`.
