@@ -96,6 +96,7 @@ __all__ = [
     "exists",
     "verify",
     "train_or_load",
+    "weights_digest",
     "recipe",
     "recipes",
     "register_model_class",
@@ -312,6 +313,32 @@ def _rebuild_hint(name: str) -> str:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def weights_digest(model_or_state: nn.Module | dict) -> str:
+    """SHA-256 of a model's tensors (names, dtypes, shapes and values), independent of any file.
+
+    Two checkpoints with the same digest hold bit-identical weights, whatever
+    their files' metadata (e.g. after ``python -m helpers.store rebind``). Use it
+    to tie a recorded result to the weights it was computed from.
+
+    Used in chapter 6.
+
+    >>> import torch
+    >>> weights_digest({"w": torch.zeros(2)}) == weights_digest({"w": torch.zeros(2)})
+    True
+    >>> weights_digest({"w": torch.zeros(2)}) == weights_digest({"w": torch.ones(2)})
+    False
+    """
+    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise TypeError(f"weights_digest needs a module or a dict of tensors, got {type(model_or_state).__name__}")
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().to("cpu").contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _config_hash(qualname: str, config) -> str:

@@ -141,7 +141,7 @@ def main() -> None:
                                       for n in fig_s["site_precision"])}
     ok = (abs(diff["precision"]) <= TOL["precision"] and abs(diff["recall"]) <= TOL["recall"]
           and diff["site_precision_max"] <= TOL["site_precision"])
-    res = {"pairs": PAGE_PAIRS, "shipped_sha256": shipped.manifest["files"]["weights"]["sha256"],
+    res = {"pairs": PAGE_PAIRS, "shipped_weights_digest": store.weights_digest(shipped.model),
            "shipped": fig_s, "rebuilt": fig_r, "difference": diff, "tolerance": TOL, "within_tolerance": ok,
            "max_weight_difference": wdiff, "rebuild_seconds": round(seconds, 1),
            "rebuilt_final_metrics": rebuilt.manifest["final_metrics"],
