@@ -22,6 +22,12 @@ full precision, only noisier. This module supplies the pieces:
 * **The control** — :func:`steps_to_generalise` and
   :func:`precision_control`: steps to generalise for full precision without
   and with the final RMSNorm, ternary and binary, over several seeds.
+* **Chapter 4's clock/pizza family, quantized** —
+  :func:`train_clock_pizza_quantized` (p = 59, normal or constant
+  attention, ternary / binary / full-precision hidden weights, each with the
+  final RMSNorm), store recipes ``modadd_p59_{normal,constant}_{variant}_s{seed}``
+  and :func:`family_rows` (gradient symmetricity and distance irrelevance of
+  every shipped family model, chapter 4's included).
 
 Both quantizers work per parameter tensor: ``W' = W - mean(W)`` over the
 whole tensor (all heads of ``W_Q`` together) and one scale
@@ -64,6 +70,8 @@ __all__ = [
     "precision_config", "train_precision", "precision_name", "steps_to_generalise",
     "key_frequency_directions", "key_frequency_overlap", "embedding_svd_energy", "attention_from_equals",
     "sign_agreement", "metric_suite",
+    "FAMILY_VARIANTS", "FAMILY_SEEDS", "train_clock_pizza_quantized", "clock_pizza_quantized_name",
+    "family_rows",
     "CONTROL_VARIANTS", "control_run", "precision_control", "CONTROL_PATH", "load_control", "control_summary",
 ]
 
@@ -295,6 +303,115 @@ for _precision in PRECISIONS:
     recipe(precision_name(_precision), _precision_recipe(_precision).__doc__)(_precision_recipe(_precision))
 
 
+
+# ---------------------------------------------------------------------------
+# Chapter 4's clock/pizza family, quantized
+# ---------------------------------------------------------------------------
+FAMILY_VARIANTS = ("ternary", "binary", "full_rms")
+"""Hidden-weight variants of the quantized clock/pizza family: ternary and binary with the final RMSNorm,
+and full precision with the same norm (the control for the norm)."""
+
+FAMILY_SEEDS = (0, 1)
+"""Seeds of the shipped quantized clock/pizza models."""
+
+
+def _check_family_variant(variant) -> tuple[str, bool]:
+    if variant not in FAMILY_VARIANTS:
+        raise ValueError(f"variant must be one of {list(FAMILY_VARIANTS)}, got {variant!r}")
+    return ("full", True) if variant == "full_rms" else (variant, True)
+
+
+def train_clock_pizza_quantized(attention: str = "normal", variant: str = "ternary", seed: int = 0,
+                                steps: int = 3000, log_every: int = 100, p: int = 59,
+                                progress: bool | None = False):
+    """Chapter 4's p = 59 clock/pizza model and recipe, with quantized hidden weights; ``(model, TrainResult)``.
+
+    Everything is :func:`helpers.modular.train_clock_pizza`'s (tokens ``[a, b]``,
+    80% train, AdamW lr 1e-3, weight decay 2, Zhong et al.'s ``W_in``
+    initialisation, 3,000 steps, distance irrelevance logged and exact
+    gradient symmetricity at the end) except the hidden weights: ``variant``
+    ``"ternary"`` or ``"binary"`` quantizes them, ``"full_rms"`` keeps them full
+    precision; all three put an RMSNorm before ``W_U`` as the quantized
+    canonical models do.
+
+    Not named on chapter 8's page: a building block of the functions, recipes or checks behind it.
+    """
+    precision, final_norm = _check_family_variant(variant)
+    t = M.CLOCK_PIZZA_TRAINING
+    cfg = M.clock_pizza_config(attention, p=p, seed=seed, weight_transform=TRANSFORM_OF[precision],
+                               final_normalization="RMS" if final_norm else None)
+    model = HookedTransformer(cfg)
+    with torch.no_grad():  # Zhong et al.'s W_in scale, as in helpers.modular.train_clock_pizza
+        for block in model.blocks:
+            block.mlp.W_in.mul_(math.sqrt(cfg.d_model / cfg.d_mlp))
+    data = make_data(p, t["frac_train"], seed=seed, layout="pair")
+    result = train_modular(
+        model, data, steps=steps, lr=t["lr"], weight_decay=t["weight_decay"], betas=t["betas"],
+        warmup_steps=t["warmup_steps"], log_every=log_every, n_snapshots=0, clock_pizza_metrics=True,
+        seed=seed, progress=progress, description=f"{attention} attention, {variant}, p={p} seed {seed}",
+    )
+    return model, result
+
+
+def clock_pizza_quantized_name(attention: str, variant: str, seed: int) -> str:
+    """Checkpoint name of a quantized clock/pizza model, e.g. ``modadd_p59_constant_binary_s1``.
+
+    Not named on chapter 8's page: a building block of the functions, recipes or checks behind it.
+    """
+    if attention not in ("normal", "constant"):
+        raise ValueError(f"attention must be 'normal' or 'constant', got {attention!r}")
+    _check_family_variant(variant)
+    return f"modadd_p59_{attention}_{variant}_s{int(seed)}"
+
+
+def _family_recipe(attention: str, variant: str, s: int):
+    def fn(seed: int = s, steps: int = 3000, progress: bool | None = False):
+        return train_clock_pizza_quantized(attention, variant, seed=seed, steps=steps, progress=progress)
+
+    fn.__doc__ = f"Zhong et al.'s p=59 model, {attention} attention, {variant} hidden weights + RMSNorm, seed {s}."
+    fn.__name__ = fn.__qualname__ = f"train_{clock_pizza_quantized_name(attention, variant, s)}"
+    return fn
+
+
+for _attention in ("normal", "constant"):
+    for _variant in FAMILY_VARIANTS:
+        for _s in FAMILY_SEEDS:
+            _fn = _family_recipe(_attention, _variant, _s)
+            recipe(clock_pizza_quantized_name(_attention, _variant, _s), _fn.__doc__)(_fn)
+del _attention, _variant, _s, _fn
+
+
+def family_rows(variants: Sequence[str] = ("full",) + FAMILY_VARIANTS, root=None) -> list[dict]:
+    """One row per shipped clock/pizza model: chapter 4's (``variant="full"``, no norm) and the quantized ones.
+
+    Row keys: ``attention``, ``variant``, ``seed``, ``name``, ``steps``,
+    ``test_acc``, ``grad_symmetricity`` (exact, all ``p^3`` triples, at the
+    last step), ``distance_irrelevance`` (last step), ``seconds`` (wall time
+    of the training run). Models not shipped are skipped.
+
+    Used in chapter 8.
+    """
+    rows = []
+    for attention in ("normal", "constant"):
+        for variant in variants:
+            if variant == "full":
+                names = [(s, M.clock_pizza_name(attention, s)) for s in M.CLOCK_PIZZA_SEEDS]
+            else:
+                names = [(s, clock_pizza_quantized_name(attention, variant, s)) for s in FAMILY_SEEDS]
+            for s, name in names:
+                if not exists(name, root=root):
+                    continue
+                ck = load(name, root=root)
+                h = ck.history
+                rows.append({
+                    "attention": attention, "variant": variant, "seed": int(s), "name": name,
+                    "steps": int(h["step"][-1]), "test_acc": float(h["test_acc"][-1]),
+                    "grad_symmetricity": float(h["grad_symmetricity"][-1]),
+                    "distance_irrelevance": float(h["distance_irrelevance"][-1]),
+                    "seconds": ck.manifest.get("seconds"),
+                })
+    return rows
+
 # ---------------------------------------------------------------------------
 # The side-by-side suite (built on helpers.modular's metrics)
 # ---------------------------------------------------------------------------
@@ -474,27 +591,31 @@ def control_run(precision: str, final_norm: bool, seed: int, steps: int = 10000,
 
     Row keys: ``precision``, ``final_norm``, ``seed``, ``steps`` (to
     generalise, ``None`` if the cap was reached), ``cap``, ``seconds`` (wall
-    time), ``test_acc`` (at the end), ``threads`` (1).
+    time), ``cpu_seconds`` (CPU time of the process, which a busy machine
+    inflates less than wall time), ``test_acc`` (at the end), ``threads`` (1).
 
     Not named on chapter 8's page: a building block of the functions, recipes or checks behind it.
     """
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     _, result = train_precision(precision, seed=seed, final_norm=final_norm, steps=steps,
                                 stop_test_loss=threshold, n_snapshots=0)
     return {
         "precision": precision, "final_norm": final_norm, "seed": int(seed),
         "steps": steps_to_generalise(result.history, threshold), "cap": steps,
-        "seconds": round(time.perf_counter() - t0, 1), "test_acc": result.history["test_acc"][-1],
-        "threads": 1, "threshold": threshold,
+        "seconds": round(time.perf_counter() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1),
+        "test_acc": result.history["test_acc"][-1], "threads": 1, "threshold": threshold,
     }
 
 
 def _row_from_checkpoint(name: str, precision: str, final_norm: bool, threshold: float) -> dict:
     loaded = load(name)
+    stopped_here = loaded.manifest.get("recipe_kwargs", {}).get("stop_test_loss") == threshold
     return {
         "precision": precision, "final_norm": final_norm, "seed": int(loaded.manifest["seed"]),
         "steps": steps_to_generalise(loaded.history, threshold), "cap": loaded.manifest["steps"],
-        "seconds": None, "test_acc": loaded.history["test_acc"][-1], "threads": 1, "threshold": threshold,
+        # the training run's wall time, where it stopped at this threshold (chapter 4's trained on)
+        "seconds": loaded.manifest.get("seconds") if stopped_here else None,
+        "test_acc": loaded.history["test_acc"][-1], "threads": 1, "threshold": threshold,
         "from_checkpoint": name,
     }
 
@@ -555,7 +676,9 @@ def load_control(path=None) -> list[dict]:
 
 
 def control_summary(rows: list[dict]) -> dict[tuple[str, bool], dict]:
-    """Per (precision, final_norm): seeds, steps per seed, mean, min, max (``None`` steps = not generalised).
+    """Per (precision, final_norm): seeds, steps per seed, mean, median, min, max (``None`` = not generalised).
+
+    Also ``seconds`` and ``cpu_seconds`` per seed (``None`` where not recorded).
 
     Used in chapter 8.
     """
@@ -570,8 +693,9 @@ def control_summary(rows: list[dict]) -> dict[tuple[str, bool], dict]:
         out[(precision, final_norm)] = {
             "seeds": [r["seed"] for r in sel], "steps": steps, "n_failed": len(steps) - len(done),
             "mean": float(np.mean(done)) if done else math.nan,
+            "median": float(np.median(done)) if done else math.nan,
             "min": min(done) if done else None, "max": max(done) if done else None,
-            "seconds": [r["seconds"] for r in sel],
+            "seconds": [r["seconds"] for r in sel], "cpu_seconds": [r.get("cpu_seconds") for r in sel],
         }
     return out
 

@@ -191,9 +191,11 @@ def test_store_refuses_non_helpers_requirements(tmp_path):
 # ---------------------------------------------------------------------------
 # Shipped checkpoints (acceptance: both quantized models grok)
 # ---------------------------------------------------------------------------
-@pytest.mark.parametrize("precision", ["binary", "ternary"])
+@pytest.mark.parametrize("precision", ["binary", "ternary", "full"])
 def test_shipped_models_generalise(precision):
     name = q.precision_name(precision)
+    if not store.exists(name):
+        pytest.skip(f"{name} is not shipped")
     loaded = store.load(name)
     assert loaded.model.cfg.weight_transform == q.TRANSFORM_OF[precision]
     assert loaded.model.cfg.final_normalization == "RMS"
@@ -265,3 +267,42 @@ def test_metric_suite_matches_the_stored_metrics_of_chapter_4():
     assert s["neuron_share"] == pytest.approx(ck.metrics["neuron_share"], abs=2 / 512)  # one neuron at 0.85
     assert s["excluded_loss"] == pytest.approx(ck.metrics["excluded_loss"], rel=1e-4)
     assert abs(s["attn_to_a"] + s["attn_to_b"] + s["attn_to_eq"] - 1) < 1e-6
+
+
+# ---------------------------------------------------------------------------
+# Chapter 4's clock/pizza family, quantized
+# ---------------------------------------------------------------------------
+def test_family_names_and_bad_inputs():
+    assert q.clock_pizza_quantized_name("constant", "binary", 1) == "modadd_p59_constant_binary_s1"
+    for attention in ("normal", "constant"):
+        for variant in q.FAMILY_VARIANTS:
+            for s in q.FAMILY_SEEDS:
+                assert q.clock_pizza_quantized_name(attention, variant, s) in store.recipes()
+    with pytest.raises(ValueError, match="variant"):
+        q.clock_pizza_quantized_name("normal", "int4", 0)
+    with pytest.raises(ValueError, match="attention"):
+        q.clock_pizza_quantized_name("softmax", "binary", 0)
+
+
+@pytest.mark.parametrize("attention", ["normal", "constant"])
+def test_family_model_is_chapter_4s_with_quantized_weights(attention):
+    model, result = q.train_clock_pizza_quantized(attention, "binary", seed=0, steps=20, log_every=10, p=7)
+    cfg = model.cfg
+    assert (cfg.weight_transform, cfg.final_normalization, cfg.attention_mode) == ("binary", "RMS", attention)
+    assert task_of(model) == (7, "pair")
+    assert all(len(q.weight_values(w)) == 2 for w in q.quantized_weights(model).values())
+    h = result.history
+    assert h["step"] == [0, 10, 20] and h["train_loss"][-1] < h["train_loss"][0]
+    assert 0 <= h["grad_symmetricity"][-1] <= 1 and 0 <= h["distance_irrelevance"][-1] <= 1
+
+
+def test_family_rows_read_the_shipped_models():
+    rows = q.family_rows()
+    ch4 = [r for r in rows if r["variant"] == "full"]
+    assert len(ch4) == 2 * 5   # chapter 4's five seeds per attention
+    for r in rows:
+        ck = store.load(r["name"])
+        assert ck.model.cfg.attention_mode == r["attention"]
+        if r["variant"] in ("binary", "ternary"):
+            assert ck.model.cfg.weight_transform == r["variant"] and ck.model.cfg.final_normalization == "RMS"
+        assert r["steps"] == 3000 and r["test_acc"] >= 0.99, r
