@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -74,7 +75,7 @@ def main(path: str) -> int:
     except CellExecutionError as exc:
         print(exc, file=sys.stderr)
         return 1
-    out = Path("/tmp") / (page.stem + ".ipynb")
+    out = Path(tempfile.mkdtemp(prefix="run_page-")) / (page.stem + ".ipynb")  # one folder per run: parallel runs never overwrite each other
     nbformat.write(nb, out)
     print(f"executed {page} in {time.perf_counter() - t0:.1f} s, kernel peak memory "
           f"{memory.peak:,.0f} MB -> {out}")
