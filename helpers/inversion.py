@@ -782,7 +782,7 @@ def _train_decoder(task: str, n_train: int, steps: int, batch_size: int, lr: flo
 
 
 @recipe("inv_decoder_addition", "InversionView decoder for the addition model's sites")
-def train_decoder_addition(seed: int = 0, n_train: int = 200_000, steps: int = 3000, batch_size: int = 128,
+def train_decoder_addition(seed: int = 0, n_train: int = 400_000, steps: int = 12_000, batch_size: int = 128,
                            lr: float = 3e-3, d_model: int = 96, n_layers: int = 2, cond_add: bool = True,
                            progress: bool | None = False):
     """Train the conditional decoder on activations of ``inv_addition`` at :data:`SITES` ``["addition"]``.

@@ -11,7 +11,7 @@ Two commands, each adding its section to ``helpers/checkpoints/results/ch6_decod
 ``pilot [--steps N] [--lr LR] [--cond-add 0|1] [--n-train N]``
     A short training run of the decoder recipe's loop; records its final test loss.
 
-``rebuild``
+``rebuild [--rebuilt-root DIR]``
     Retrains ``inv_decoder_addition`` with the shipped manifest's recipe arguments into
     a scratch store (the shipped checkpoint is not touched), then scores the shipped and
     the rebuilt decoder on the page's queries (:data:`PAGE_PAIRS`, 7 sites x 4 positions)
@@ -102,6 +102,9 @@ def main() -> None:
     ap.add_argument("--name", default="inv_decoder_addition")
     ap.add_argument("--root", default=None)
     ap.add_argument("--label", default="shipped")
+    ap.add_argument("--rebuilt-root", default=None,
+                    help="rebuild: score a rebuild already trained into this store (same recipe arguments) "
+                         "instead of training one now")
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = store.load("inv_addition").model
@@ -129,8 +132,15 @@ def main() -> None:
     kwargs = {k: v for k, v in shipped.manifest["recipe_kwargs"].items() if k != "progress"}
     with tempfile.TemporaryDirectory() as scratch:
         t0 = time.perf_counter()
-        rebuilt = store.train_or_load("inv_decoder_addition", root=scratch, retrain=True, **kwargs)
-        seconds = time.perf_counter() - t0
+        if args.rebuilt_root:
+            rebuilt = store.load("inv_decoder_addition", root=args.rebuilt_root)
+            theirs = {k: v for k, v in rebuilt.manifest["recipe_kwargs"].items() if k != "progress"}
+            if theirs != kwargs:
+                raise SystemExit(f"the rebuild in {args.rebuilt_root} used {theirs}, the shipped decoder {kwargs}")
+            seconds = float(rebuilt.manifest["seconds"])
+        else:
+            rebuilt = store.train_or_load("inv_decoder_addition", root=scratch, retrain=True, **kwargs)
+            seconds = time.perf_counter() - t0
         pool, queries, meta, inside = page_setup(model)
         fig_s = figures(model, shipped.model, pool, queries, meta, inside)
         fig_r = figures(model, rebuilt.model, pool, queries, meta, inside)
