@@ -40,6 +40,9 @@ MIN_SCALE = {"desktop": 0.6, "phone": 0.38}
 # Pages that do not meet MIN_SCALE yet, with the floor each does meet today (measured in the
 # browser check); tighten an entry to MIN_SCALE once its figures are fixed, then delete it.
 SCALE_FLOOR: dict[str, dict[str, float]] = {
+    # one 990-px static widget frame strip (an inline data: image) shows at 0.35 on a phone;
+    # every other chapter 4 figure is <= 700 px wide (>= 0.51 on a phone)
+    "book/04_modular_addition": {"desktop": 0.6, "phone": 0.34},
 }
 WIDTHS = {"desktop": 1366, "phone": 390}
 
